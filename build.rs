@@ -1,0 +1,69 @@
+//! Build script: generates the C header with cbindgen and gives the shared library its SONAME.
+//!
+//! * The header is always generated into `$OUT_DIR/cbslot.h`; the checked-in `include/cbslot.h` is rewritten
+//!   only when `CBSLOT_UPDATE_HEADER=1` is set (or when it does not exist yet). The header-drift test
+//!   (`tests/header_drift.rs`, run by CTest) fails when the two differ, so a stale header never lands.
+//! * Cargo sets no SONAME; we pass `-soname libcbslot.so.<major>` to the linker and create the
+//!   `libcbslot.so.<major>` link beside the built library so programs linked against it run from the build tree.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-env-changed=CBSLOT_UPDATE_HEADER");
+
+    let header = generate_header(&root);
+    fs::write(out_dir.join("cbslot.h"), &header).expect("write $OUT_DIR/cbslot.h");
+    let checked_in = root.join("include/cbslot.h");
+    let update = env::var_os("CBSLOT_UPDATE_HEADER").is_some_and(|v| v != "0") || !checked_in.exists();
+    if update && fs::read(&checked_in).ok().as_deref() != Some(header.as_slice()) {
+        fs::write(&checked_in, &header).expect("write include/cbslot.h");
+    }
+
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
+        let soname = format!("libcbslot.so.{major}");
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{soname}");
+        // $OUT_DIR is <target-dir>/[<triple>/]<profile>/build/cbslot-<hash>/out
+        if let Some(profile_dir) = out_dir.ancestors().nth(3) {
+            soname_link(profile_dir, &soname);
+        }
+    }
+}
+
+fn generate_header(root: &Path) -> Vec<u8> {
+    let mut config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("read cbindgen.toml");
+    let v = |k: &str| env::var(k).unwrap();
+    config.after_includes = Some(format!(
+        "\n/** Version of the cbslot headers, from Cargo.toml. */\n\
+         #define CBSLOT_VERSION \"{}\"\n\
+         #define CBSLOT_VERSION_MAJOR {}\n#define CBSLOT_VERSION_MINOR {}\n#define CBSLOT_VERSION_PATCH {}\n",
+        v("CARGO_PKG_VERSION"),
+        v("CARGO_PKG_VERSION_MAJOR"),
+        v("CARGO_PKG_VERSION_MINOR"),
+        v("CARGO_PKG_VERSION_PATCH"),
+    ));
+    let mut header = Vec::new();
+    cbindgen::Builder::new()
+        .with_crate(root)
+        .with_config(config)
+        .generate()
+        .expect("cbindgen failed to generate include/cbslot.h")
+        .write(&mut header);
+    header
+}
+
+fn soname_link(dir: &Path, soname: &str) {
+    let link = dir.join(soname);
+    if fs::read_link(&link).is_ok_and(|t| t == Path::new("libcbslot.so")) {
+        return;
+    }
+    let _ = fs::remove_file(&link);
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("libcbslot.so", &link).expect("create the soname link");
+}

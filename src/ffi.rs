@@ -1,0 +1,110 @@
+//! The exported C API. This layer only checks arguments, converts types and runs each body inside the panic
+//! boundary; the logic lives in the component modules.
+
+use crate::error::{RawStatus, cb_status, ffi_status, ffi_value, non_null, status_text};
+use crate::handle::OBJECTS;
+use core::ffi::{c_char, c_void};
+
+/// A 64-bit handle issued by cbslot. 0 is never a valid handle.
+///
+/// Handles pack a kind, a generation and a slot index; a stale handle (its object is gone) never names a
+/// newer object. Any 64-bit value may be passed back safely: an invalid one gives `CB_ERR_INVALID_HANDLE`.
+#[allow(non_camel_case_types)]
+pub type cb_handle = u64;
+
+/// A generic C function pointer; cast to and from the real signature.
+#[allow(non_camel_case_types)]
+pub type cb_fn = Option<unsafe extern "C" fn()>;
+
+/// Destroy notification: called exactly once with the registered `userdata`/`ptr` when its lifetime ends.
+/// It runs on the thread that ended the lifetime, outside cbslot's internal locks, so it may call cbslot.
+/// It must not unwind (no C++ exception or longjmp out of it).
+#[allow(non_camel_case_types)]
+pub type cb_destroy_fn = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
+
+/// Static text naming `status` (for example `"CB_ERR_NULL_ARG: a required pointer argument was NULL"`).
+///
+/// Never NULL, also for values that are not a `cb_status`. The string is owned by cbslot and lives forever.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_status_str(status: RawStatus) -> *const c_char {
+    ffi_value!("cb_status_str", c"CB_ERR_PANIC".as_ptr(), {
+        status_text(status.0).unwrap_or(crate::error::UNKNOWN_STATUS).as_ptr() as *const c_char
+    })
+}
+
+/// Detail of this thread's last failure, for example
+/// `"cb_handle_get: handle 0xc100000200000007 is stale: its object was released ..."`.
+///
+/// Never NULL: `""` if no cbslot call has failed on this thread yet. Each thread has its own text; a
+/// successful call does not clear it (like `errno`). The pointer is owned by cbslot and stays valid until this
+/// thread's next failing cbslot call or its exit; copy the text to keep it.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_last_error() -> *const c_char {
+    ffi_value!("cb_last_error", c"".as_ptr(), { crate::error::last_error_ptr() })
+}
+
+/// The library's version, `"MAJOR.MINOR.PATCH"` (compare with `CBSLOT_VERSION` from the header you compiled
+/// against). Static, never NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_version() -> *const c_char {
+    ffi_value!("cb_version", c"?".as_ptr(), { concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char })
+}
+
+/// Registers a host object `ptr` and returns a new handle for it in `*out_handle`, holding one reference.
+///
+/// `ptr` is opaque to cbslot and may be NULL. `destroy` (may be NULL) runs exactly once, with `ptr`, when the
+/// last reference is released (see `cb_handle_release`).
+///
+/// Errors: `CB_ERR_NULL_ARG` if `out_handle` is NULL; `CB_ERR_CAPACITY` when all 4,294,966,272 slots are in use;
+/// `CB_ERR_NO_MEMORY` if the table cannot grow. On error `*out_handle` is not written and nothing is registered.
+/// Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_handle_new(ptr: *mut c_void, destroy: cb_destroy_fn, out_handle: *mut cb_handle) -> cb_status {
+    ffi_status!("cb_handle_new", {
+        let out = non_null(out_handle, "out_handle")?;
+        let handle = OBJECTS.insert(ptr, destroy)?;
+        // SAFETY: checked non-NULL; the caller promises it points to a writable cb_handle.
+        unsafe { out.write(handle) };
+        Ok(())
+    })
+}
+
+/// Looks up the object registered under `handle` and writes its pointer to `*out_ptr`.
+///
+/// The pointer is the caller's own object; cbslot does not keep it alive. It stays valid for as long as the
+/// caller (or someone it trusts) holds a reference to `handle`: with no reference held, another thread may
+/// release the last one and destroy the object right after this call returns.
+///
+/// Errors: `CB_ERR_NULL_ARG` if `out_ptr` is NULL; `CB_ERR_INVALID_HANDLE` for 0, garbage, stale or released
+/// handles and handles of another kind. `*out_ptr` is written only on success.
+/// Lock-free, allocation-free and async-signal-safe on success; safe to call concurrently with anything.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_handle_get(handle: cb_handle, out_ptr: *mut *mut c_void) -> cb_status {
+    ffi_status!("cb_handle_get", {
+        let out = non_null(out_ptr, "out_ptr")?;
+        let ptr = OBJECTS.get(handle)?;
+        // SAFETY: checked non-NULL; the caller promises it points to a writable pointer.
+        unsafe { out.write(ptr) };
+        Ok(())
+    })
+}
+
+/// Adds a reference to `handle`. Each reference is given back with one `cb_handle_release`.
+///
+/// Errors: `CB_ERR_INVALID_HANDLE` as for `cb_handle_get` (a handle whose last reference is gone cannot be
+/// revived); `CB_ERR_CAPACITY` if the count would pass 4,294,967,295. Lock-free and allocation-free.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_handle_retain(handle: cb_handle) -> cb_status {
+    ffi_status!("cb_handle_retain", { OBJECTS.retain(handle) })
+}
+
+/// Drops a reference to `handle`. The last release invalidates the handle at once, then runs `destroy(ptr)`
+/// exactly once on this thread, outside any cbslot lock, before returning (destroy may call any cbslot
+/// function, including releasing other handles or creating new ones).
+///
+/// Errors: `CB_ERR_INVALID_HANDLE` for 0, garbage, stale, already released (double release) handles and handles
+/// of another kind; nothing else is touched. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_handle_release(handle: cb_handle) -> cb_status {
+    ffi_status!("cb_handle_release", { OBJECTS.release(handle) })
+}

@@ -1,0 +1,399 @@
+//! The generational handle registry: 64-bit handles for host objects, reference counted, with an exactly-once
+//! destroy notification.
+//!
+//! ## Handle layout
+//! ```text
+//!  63      56 55                32 31                               0
+//! +----------+--------------------+----------------------------------+
+//! |   kind   |  generation (24 b) |           slot index             |
+//! +----------+--------------------+----------------------------------+
+//! ```
+//! `kind` says which registry issued the handle, so a handle of one kind is never mistaken for another.
+//! Generations start at 1, so 0 is never a valid handle. Each time a slot's object is destroyed its generation
+//! goes up by one; a slot whose generation is used up is retired for good instead of wrapping, so a stale
+//! handle can never name a later object.
+//!
+//! ## Slot protocol
+//! A slot's `state` packs `generation << 32 | refcount`. A slot is live while its refcount is > 0.
+//! * `get`: load state (check generation and refcount > 0), read the pointer, load state again: an unchanged
+//!   generation proves the pointer belongs to the handle's object. No lock, no allocation, no write.
+//! * `retain` / `release`: compare-and-swap on `state`. The release that drops the count to 0 moves the slot
+//!   to the next generation in the same atomic step, so the handle is invalid from that instant on; then it
+//!   returns the slot to the free list and calls `destroy(ptr)`, holding no lock.
+//! * Free slots form a lock-free LIFO stack (Treiber stack with a 32-bit ABA tag in the head word); the `ptr`
+//!   word of a free slot holds the next free index.
+
+use crate::error::Error;
+use crate::segvec::{self, SegVec, Zeroed};
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+
+/// Which registry a handle belongs to (the top byte of every handle).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A host object registered with `cb_handle_new`.
+    Object = 0xC1,
+}
+
+pub(crate) const GEN_BITS: u32 = 24;
+/// The last generation a slot may reach; after it the slot is retired.
+pub(crate) const GEN_MAX: u32 = (1 << GEN_BITS) - 1;
+
+/// Packs a handle. `generation` must be in `1..=GEN_MAX`.
+pub(crate) fn pack(kind: Kind, index: u32, generation: u32) -> u64 {
+    debug_assert!((1..=GEN_MAX).contains(&generation));
+    (kind as u64) << 56 | (generation as u64) << 32 | index as u64
+}
+
+/// Splits a handle into (kind byte, generation, index).
+pub(crate) fn unpack(handle: u64) -> (u8, u32, u32) {
+    ((handle >> 56) as u8, (handle >> 32) as u32 & GEN_MAX, handle as u32)
+}
+
+/// Checks the parts of a handle that do not need the registry: kind and generation.
+pub(crate) fn check_kind(handle: u64, kind: Kind) -> Result<(u32, u32), Error> {
+    let (k, generation, index) = unpack(handle);
+    if handle == 0 {
+        return Err(Error::InvalidHandle(handle, "is 0, which is never a valid handle"));
+    }
+    if k != kind as u8 {
+        return Err(Error::InvalidHandle(handle, kind_mismatch(k, kind)));
+    }
+    if generation == 0 {
+        return Err(Error::InvalidHandle(handle, "was never issued (generation 0)"));
+    }
+    Ok((generation, index))
+}
+
+fn kind_mismatch(found: u8, _expected: Kind) -> &'static str {
+    match found {
+        x if x == Kind::Object as u8 => "is an object handle (cb_handle_new), not of the kind this function takes",
+        _ => "is not a cbslot handle (garbage)",
+    }
+}
+
+const REFS_MASK: u64 = 0xFFFF_FFFF;
+
+#[inline]
+fn state(generation: u32, refs: u32) -> u64 {
+    (generation as u64) << 32 | refs as u64
+}
+
+#[inline]
+fn state_gen(s: u64) -> u32 {
+    (s >> 32) as u32
+}
+
+#[inline]
+fn state_refs(s: u64) -> u32 {
+    (s & REFS_MASK) as u32
+}
+
+/// A host object's destroy notification, stored as an address (0 = none).
+pub(crate) type DestroyFn = unsafe extern "C" fn(*mut c_void);
+
+#[derive(Default)]
+struct Slot {
+    state: AtomicU64,
+    /// The object pointer while live; the next free index while on the free list.
+    ptr: AtomicUsize,
+    destroy: AtomicUsize,
+}
+
+// SAFETY: atomics only; zero = generation 0 (never issued), no refs.
+unsafe impl Zeroed for Slot {}
+
+const NO_NEXT: u64 = u32::MAX as u64;
+
+/// Why a slot could not be found for a handle.
+const STALE: &str = "is stale: its object was released (or the handle was never issued)";
+const NEVER_ISSUED: &str = "was never issued (index out of range)";
+
+pub(crate) struct Registry {
+    kind: Kind,
+    slots: SegVec<Slot>,
+    /// Free-list head: ABA tag (high 32 bits) | index (low 32 bits), `NO_NEXT` index when empty.
+    free: AtomicU64,
+    /// Next never-used slot index.
+    fresh: AtomicU64,
+    /// Highest number of slots this registry may use (tests make it small).
+    max_slots: u64,
+    retired: AtomicU64,
+}
+
+impl Registry {
+    pub(crate) const fn new(kind: Kind) -> Self {
+        Self::with_max_slots(kind, segvec::MAX_SLOTS)
+    }
+
+    pub(crate) const fn with_max_slots(kind: Kind, max_slots: u64) -> Self {
+        Registry {
+            kind,
+            slots: SegVec::new(),
+            free: AtomicU64::new(NO_NEXT),
+            fresh: AtomicU64::new(0),
+            max_slots,
+            retired: AtomicU64::new(0),
+        }
+    }
+
+    /// Registers `ptr` with one reference and returns its handle.
+    pub(crate) fn insert(&self, ptr: *mut c_void, destroy: Option<DestroyFn>) -> Result<u64, Error> {
+        let (index, slot) = self.take_slot()?;
+        let generation = state_gen(slot.state.load(Relaxed)).max(1);
+        slot.destroy.store(destroy.map_or(0, |f| f as usize), Relaxed);
+        // Release: a reader that loads this pointer and then the state sees the state change before it
+        // (see `get`); the state store below publishes both fields.
+        slot.ptr.store(ptr as usize, Release);
+        slot.state.store(state(generation, 1), Release);
+        Ok(pack(self.kind, index as u32, generation))
+    }
+
+    /// The pointer registered under `handle`. It stays valid while the caller holds a reference.
+    #[inline]
+    pub(crate) fn get(&self, handle: u64) -> Result<*mut c_void, Error> {
+        let (generation, slot) = self.lookup(handle)?;
+        let s1 = slot.state.load(Acquire);
+        if state_gen(s1) != generation || state_refs(s1) == 0 {
+            return Err(Error::InvalidHandle(handle, STALE));
+        }
+        let ptr = slot.ptr.load(Acquire);
+        let s2 = slot.state.load(Acquire);
+        if state_gen(s2) != generation || state_refs(s2) == 0 {
+            return Err(Error::InvalidHandle(handle, STALE));
+        }
+        Ok(ptr as *mut c_void)
+    }
+
+    /// Adds a reference.
+    pub(crate) fn retain(&self, handle: u64) -> Result<(), Error> {
+        let (generation, slot) = self.lookup(handle)?;
+        let mut s = slot.state.load(Relaxed);
+        loop {
+            if state_gen(s) != generation || state_refs(s) == 0 {
+                return Err(Error::InvalidHandle(handle, STALE));
+            }
+            if state_refs(s) == u32::MAX {
+                return Err(Error::Capacity("reference count would pass 4294967295"));
+            }
+            match slot.state.compare_exchange_weak(s, s + 1, Relaxed, Relaxed) {
+                Ok(_) => return Ok(()),
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Drops a reference; the last one frees the slot and runs `destroy(ptr)` (outside any lock).
+    pub(crate) fn release(&self, handle: u64) -> Result<(), Error> {
+        let (generation, slot) = self.lookup(handle)?;
+        let mut s = slot.state.load(Relaxed);
+        loop {
+            if state_gen(s) != generation || state_refs(s) == 0 {
+                return Err(Error::InvalidHandle(handle, "is stale or was already released"));
+            }
+            let next = if state_refs(s) > 1 { s - 1 } else { state(generation + 1, 0) };
+            match slot.state.compare_exchange_weak(s, next, AcqRel, Relaxed) {
+                Ok(_) if state_refs(s) > 1 => return Ok(()),
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        // We own the slot now: nobody else can retain, get or release this generation.
+        let ptr = slot.ptr.load(Relaxed) as *mut c_void;
+        let destroy = slot.destroy.load(Relaxed);
+        if generation < GEN_MAX {
+            self.push_free(handle as u32, slot);
+        } else {
+            self.retired.fetch_add(1, Relaxed);
+        }
+        if destroy != 0 {
+            // SAFETY: stored from a `DestroyFn` in `insert`.
+            let destroy: DestroyFn = unsafe { core::mem::transmute::<usize, DestroyFn>(destroy) };
+            unsafe { destroy(ptr) };
+        }
+        Ok(())
+    }
+
+    /// Slots retired because their generation was used up.
+    #[cfg(test)]
+    pub(crate) fn retired(&self) -> u64 {
+        self.retired.load(Relaxed)
+    }
+
+    #[inline]
+    fn lookup(&self, handle: u64) -> Result<(u32, &Slot), Error> {
+        let (generation, index) = check_kind(handle, self.kind)?;
+        match self.slots.get(index as u64) {
+            Some(slot) if (index as u64) < self.max_slots => Ok((generation, slot)),
+            _ => Err(Error::InvalidHandle(handle, NEVER_ISSUED)),
+        }
+    }
+
+    fn take_slot(&self) -> Result<(u64, &Slot), Error> {
+        if let Some(found) = self.pop_free() {
+            return Ok(found);
+        }
+        let mut index = self.fresh.load(Relaxed);
+        loop {
+            if index >= self.max_slots {
+                return Err(Error::Capacity("every handle slot is in use (see the README's limits)"));
+            }
+            // Growing storage for an index we then fail to claim is harmless: the next claimer uses it.
+            let slot = self.slots.get_or_grow(index).ok_or(Error::NoMemory("growing the handle table"))?;
+            match self.fresh.compare_exchange_weak(index, index + 1, Relaxed, Relaxed) {
+                Ok(_) => return Ok((index, slot)),
+                Err(now) => index = now,
+            }
+        }
+    }
+
+    fn pop_free(&self) -> Option<(u64, &Slot)> {
+        let mut head = self.free.load(Acquire);
+        loop {
+            let index = head & REFS_MASK;
+            if index == NO_NEXT {
+                return None;
+            }
+            let slot = self.slots.get(index).expect("free-list index has storage");
+            let next = slot.ptr.load(Relaxed) as u64 & REFS_MASK;
+            let new_head = (head & !REFS_MASK).wrapping_add(1 << 32) | next;
+            match self.free.compare_exchange_weak(head, new_head, Acquire, Acquire) {
+                Ok(_) => return Some((index, slot)),
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    fn push_free(&self, index: u32, slot: &Slot) {
+        let mut head = self.free.load(Relaxed);
+        loop {
+            slot.ptr.store((head & REFS_MASK) as usize, Relaxed);
+            let new_head = (head & !REFS_MASK).wrapping_add(1 << 32) | index as u64;
+            match self.free.compare_exchange_weak(head, new_head, Release, Relaxed) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+}
+
+/// The process-wide registry behind `cb_handle_*`.
+pub(crate) static OBJECTS: Registry = Registry::new(Kind::Object);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::cb_status;
+    use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn pack_unpack_round_trip_and_zero_is_invalid() {
+        for &(i, g) in &[(0u32, 1u32), (1, 1), (u32::MAX, GEN_MAX), (12345, 678)] {
+            let h = pack(Kind::Object, i, g);
+            assert_ne!(h, 0);
+            assert_eq!(unpack(h), (Kind::Object as u8, g, i));
+            assert_eq!(check_kind(h, Kind::Object), Ok((g, i)));
+        }
+        assert!(check_kind(0, Kind::Object).is_err());
+        assert!(check_kind(1, Kind::Object).is_err(), "kind byte 0");
+        assert!(check_kind((Kind::Object as u64) << 56 | 5, Kind::Object).is_err(), "generation 0");
+    }
+
+    static DESTROYED: AtomicU32 = AtomicU32::new(0);
+    unsafe extern "C" fn count_destroy(p: *mut c_void) {
+        DESTROYED.fetch_add(p as u32, Relaxed);
+    }
+
+    #[test]
+    fn release_bumps_generation_and_reuses_slot() {
+        let r = Registry::with_max_slots(Kind::Object, 4);
+        let a = r.insert(1 as *mut c_void, None).unwrap();
+        r.release(a).unwrap();
+        let b = r.insert(2 as *mut c_void, None).unwrap();
+        let (_, ga, ia) = unpack(a);
+        let (_, gb, ib) = unpack(b);
+        assert_eq!((ia, gb), (ib, ga + 1), "same slot, next generation");
+        assert_eq!(r.get(a).unwrap_err().status(), cb_status::CB_ERR_INVALID_HANDLE);
+        assert_eq!(r.release(a).unwrap_err().status(), cb_status::CB_ERR_INVALID_HANDLE);
+        assert_eq!(r.get(b).unwrap(), 2 as *mut c_void);
+    }
+
+    #[test]
+    fn capacity_is_enforced_and_slots_come_back() {
+        let r = Registry::with_max_slots(Kind::Object, 3);
+        let hs: Vec<u64> = (0..3).map(|i| r.insert(i as *mut c_void, None).unwrap()).collect();
+        assert_eq!(r.insert(9 as *mut c_void, None).unwrap_err().status(), cb_status::CB_ERR_CAPACITY);
+        r.release(hs[1]).unwrap();
+        let h = r.insert(9 as *mut c_void, None).unwrap();
+        assert_eq!(unpack(h).2, unpack(hs[1]).2);
+        assert_eq!(r.insert(9 as *mut c_void, None).unwrap_err().status(), cb_status::CB_ERR_CAPACITY);
+    }
+
+    #[test]
+    fn a_slot_whose_generation_is_used_up_is_retired_not_wrapped() {
+        let r = Registry::with_max_slots(Kind::Object, 2);
+        let h = r.insert(core::ptr::null_mut(), None).unwrap();
+        let slot = r.slots.get(unpack(h).2 as u64).unwrap();
+        r.release(h).unwrap();
+        // fast-forward the free slot to its last generation
+        slot.state.store(state(GEN_MAX, 0), Relaxed);
+        let last = r.insert(core::ptr::null_mut(), None).unwrap();
+        assert_eq!(unpack(last).1, GEN_MAX);
+        r.release(last).unwrap();
+        assert_eq!(r.retired(), 1);
+        // the retired slot is not reused: the next handle takes a fresh slot, and the old ones stay invalid
+        let next = r.insert(core::ptr::null_mut(), None).unwrap();
+        assert_ne!(unpack(next).2, unpack(last).2);
+        assert!(r.get(last).is_err() && r.get(h).is_err());
+        assert_eq!(r.insert(core::ptr::null_mut(), None).unwrap_err().status(), cb_status::CB_ERR_CAPACITY);
+    }
+
+    #[test]
+    fn refcount_and_destroy_once() {
+        let r = Registry::new(Kind::Object);
+        let before = DESTROYED.load(Relaxed);
+        let h = r.insert(5 as *mut c_void, Some(count_destroy)).unwrap();
+        r.retain(h).unwrap();
+        r.retain(h).unwrap();
+        r.release(h).unwrap();
+        r.release(h).unwrap();
+        assert_eq!(DESTROYED.load(Relaxed), before);
+        r.release(h).unwrap();
+        assert_eq!(DESTROYED.load(Relaxed), before + 5);
+        assert!(r.release(h).is_err() && r.retain(h).is_err());
+        assert_eq!(DESTROYED.load(Relaxed), before + 5);
+    }
+
+    #[test]
+    fn refcount_overflow_is_capacity() {
+        let r = Registry::new(Kind::Object);
+        let h = r.insert(core::ptr::null_mut(), None).unwrap();
+        let slot = r.slots.get(unpack(h).2 as u64).unwrap();
+        slot.state.store(state(unpack(h).1, u32::MAX), Relaxed);
+        assert_eq!(r.retain(h).unwrap_err().status(), cb_status::CB_ERR_CAPACITY);
+        slot.state.store(state(unpack(h).1, 1), Relaxed);
+        r.release(h).unwrap();
+    }
+
+    #[test]
+    fn concurrent_insert_release_never_hands_out_a_slot_twice() {
+        let r = Registry::new(Kind::Object);
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                let r = &r;
+                s.spawn(move || {
+                    for i in 0..20_000usize {
+                        let tag = t << 32 | i;
+                        let h = r.insert(tag as *mut c_void, None).unwrap();
+                        assert_eq!(r.get(h).unwrap() as usize, tag);
+                        r.release(h).unwrap();
+                        assert!(r.get(h).is_err());
+                    }
+                });
+            }
+        });
+        // 4 threads never hold more than 4 slots at once
+        assert!(r.fresh.load(Relaxed) <= 4);
+    }
+}

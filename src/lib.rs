@@ -1,0 +1,16 @@
+//! cbslot: callbacks and context handed to C code with GC-safe semantics.
+//!
+//! The library never keeps a pointer to caller memory beyond a call, except the opaque `userdata`/`ptr` the
+//! caller hands it on purpose, and every lifetime it manages ends in one well-defined notification.
+//!
+//! Components, one module each: [`handle`] (generational handle registry), with [`segvec`] (lock-free
+//! never-moving storage) under it; [`error`] (status codes, `cb_last_error`, the panic boundary); and [`ffi`],
+//! the thin exported C layer.
+
+pub mod error;
+pub mod ffi;
+pub(crate) mod handle;
+pub(crate) mod segvec;
+
+pub use error::cb_status;
+pub use ffi::*;
