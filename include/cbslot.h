@@ -114,7 +114,7 @@ const char *cb_version(void);
  * `ptr` is opaque to cbslot and may be NULL. `destroy` (may be NULL) runs exactly once, with `ptr`, when the
  * last reference is released (see `cb_handle_release`).
  *
- * Errors: `CB_ERR_NULL_ARG` if `out_handle` is NULL; `CB_ERR_CAPACITY` when all 4,294,966,272 slots are in use;
+ * Errors: `CB_ERR_NULL_ARG` if `out_handle` is NULL; `CB_ERR_CAPACITY` when all 4,294,967,295 slots are in use;
  * `CB_ERR_NO_MEMORY` if the table cannot grow. On error `*out_handle` is not written and nothing is registered.
  * Thread-safe.
  */

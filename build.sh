@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# cbslot's one entry point for people and CI.
+#   ./build.sh demo    build the library and run the demo (the main job)
+#   ./build.sh test    build everything and run the whole test suite under CTest
+#   ./build.sh bench   build and run the benchmarks (figures for the README)
+# System packages that are missing are installed when run as root; otherwise the exact command is printed.
+set -euo pipefail
+cd "$(dirname "$0")"
+BUILD_DIR=${CBSLOT_BUILD_DIR:-build}
+JOBS=${CBSLOT_JOBS:-$(nproc 2>/dev/null || echo 2)}
+
+die() { echo "build.sh: $*" >&2; exit 1; }
+
+# ensure_packages CMD:PACKAGE ...: every CMD must be on PATH; install the PACKAGEs of those that are not.
+ensure_packages() {
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "build.sh: installing missing packages: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    die "missing system packages. Install them with:
+    sudo apt-get install -y ${missing[*]}"
+  fi
+}
+
+ensure_rust() {
+  [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
+  command -v cargo >/dev/null 2>&1 ||
+    die "cargo (Rust) is not installed. Install it from https://rustup.rs (or: sudo apt-get install -y cargo)"
+}
+
+configure() {
+  ensure_rust
+  ensure_packages cc:gcc make:make cmake:cmake "$@"
+  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
+}
+
+case "${1:-}" in
+  demo)
+    configure
+    cmake --build "$BUILD_DIR" -j "$JOBS" --target cbslot-demo
+    "$BUILD_DIR/cbslot-demo"
+    ;;
+  test)
+    configure pkg-config:pkgconf nm:binutils
+    cmake --build "$BUILD_DIR" -j "$JOBS"
+    cd "$BUILD_DIR" && ctest --output-on-failure -j "$JOBS"
+    ;;
+  bench)
+    configure
+    cmake --build "$BUILD_DIR" -j "$JOBS" --target bench_handles bench_handles_static
+    "$BUILD_DIR/bench_handles" "${2:-1}"
+    echo
+    "$BUILD_DIR/bench_handles_static" "${2:-1}"
+    ;;
+  *)
+    echo "usage: ./build.sh demo | test | bench [scale]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,15 @@
+#!/bin/sh
+# Only cb_* and vde_* symbols may be exported from the shared library, and the contract's functions must be.
+set -eu
+lib=$1
+syms=$(nm -D --defined-only "$lib" | awk '{print $3}')
+bad=$(printf '%s\n' "$syms" | grep -Ev '^(cb_|vde_)' || true)
+if [ -n "$bad" ]; then
+  echo "FAIL: $lib exports symbols outside cb_*/vde_*:"; printf '%s\n' "$bad"; exit 1
+fi
+for f in cb_status_str cb_last_error cb_handle_new cb_handle_get cb_handle_retain cb_handle_release; do
+  printf '%s\n' "$syms" | grep -qx "$f" || { echo "FAIL: $f is not exported"; exit 1; }
+done
+soname=$(objdump -p "$lib" | awk '/SONAME/ {print $2}')
+case $soname in libcbslot.so.[0-9]*) ;; *) echo "FAIL: SONAME is '$soname'"; exit 1;; esac
+echo "exported: $(printf '%s\n' "$syms" | wc -l) symbols, all cb_*/vde_*; SONAME $soname"
