@@ -16,6 +16,16 @@
 
 
 /**
+ * Freed slots wait in a FIFO this long (in slots) before reuse, so a stale call is caught, not misrouted.
+ */
+#define QUARANTINE 4096
+
+/**
+ * Pending unregisters that trigger a grace period.
+ */
+#define BATCH 64
+
+/**
  * Result of every fallible cbslot function.
  *
  * The numbers are part of the ABI: they never change and are never reused. `CB_OK` is 0, so
@@ -62,6 +72,12 @@ typedef enum cb_status {
 } cb_status;
 
 /**
+ * One thread's in-flight record. The dispatcher (assembly) reads and writes `depth`, `overflow` and
+ * `stack` at their `offset_of!` offsets.
+ */
+typedef struct Rec Rec;
+
+/**
  * Destroy notification: called exactly once with the registered `userdata`/`ptr` when its lifetime ends.
  * It runs on the thread that ended the lifetime, outside cbslot's internal locks, so it may call cbslot.
  * It must not unwind (no C++ exception or longjmp out of it).
@@ -81,9 +97,62 @@ typedef uint64_t cb_handle;
  */
 typedef void (*cb_fn)(void);
 
+/**
+ * Called when an entry is called after its registration is gone (`entry` is the function pointer that was
+ * called). See `cb_set_stale_handler`.
+ */
+typedef void (*cb_stale_fn)(cb_fn entry, void *arg);
+
+/**
+ * Callback-table counters, filled by `cb_get_stats`. Fields may be added at the end in later versions.
+ */
+typedef struct cb_stats {
+  /**
+   * Registered callbacks that have not been unregistered.
+   */
+  uint64_t live;
+  /**
+   * Highest `live` seen.
+   */
+  uint64_t peak;
+  /**
+   * Slots mapped so far (live + pending + quarantined + never used); grows on demand.
+   */
+  uint64_t capacity;
+  /**
+   * Successful `cb_register` calls.
+   */
+  uint64_t registered_total;
+  /**
+   * Successful `cb_unregister` / `cb_unregister_wait` calls.
+   */
+  uint64_t unregistered_total;
+  /**
+   * destroy notifications run (or due with a NULL destroy) for unregistered callbacks.
+   */
+  uint64_t destroyed_total;
+  /**
+   * Unregistered callbacks whose destroy has not run yet (`unregistered_total - destroyed_total`).
+   */
+  uint64_t pending_destroy;
+  /**
+   * Calls through entries whose registration was gone.
+   */
+  uint64_t stale_calls;
+} cb_stats;
+
+/**
+ * Called when the number of live callbacks rises to the threshold set with `cb_set_watermark`.
+ */
+typedef void (*cb_watermark_fn)(uint64_t live, void *arg);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+extern void cbslot_dispatch(void);
+
+extern struct Rec **cbslot_tls_rec_slot(void);
 
 /**
  * Static text naming `status` (for example `"CB_ERR_NULL_ARG: a required pointer argument was NULL"`).
@@ -150,6 +219,93 @@ enum cb_status cb_handle_retain(cb_handle handle);
  * of another kind; nothing else is touched. Thread-safe.
  */
 enum cb_status cb_handle_release(cb_handle handle);
+
+/**
+ * Registers `fn` with `userdata` and returns a new, unique bare C function pointer in `*out_entry` and the
+ * registration's handle in `*out_handle`.
+ *
+ * Calling `entry(a1, ..., an)` runs `fn(userdata, a1, ..., an)` and returns its result. Cast `entry` to the
+ * real signature without the leading `void *`, and `fn` from the signature with it. Supported on x86_64
+ * Linux: up to 5 integer/pointer arguments (small structs passed in integer registers count as 1 or 2) and
+ * up to 8 float/double arguments, in any order; returns of void, integer/pointer, float, double and
+ * structs of up to 16 bytes returned in registers. Variadic callees work when the call passes at most 5
+ * integer-class arguments. Not supported: arguments passed on the stack (a 6th integer argument, a 9th
+ * floating-point one, long double, structs over 16 bytes) and struct returns through memory (over 16
+ * bytes).
+ *
+ * `destroy(userdata)` (may be NULL) runs exactly once after `cb_unregister`, when no call of this entry is
+ * in flight. cbslot keeps no pointer to caller memory but `userdata`.
+ *
+ * Errors: `CB_ERR_NULL_ARG` (NULL `fn`, `out_handle` or `out_entry`); `CB_ERR_CAPACITY` (past the limit of
+ * `cb_set_limit`); `CB_ERR_NO_MEMORY` (cannot map more trampolines: memory, or the process's mapping count
+ * `vm.max_map_count`, 2 mappings per 4095 callbacks); `CB_ERR_UNSUPPORTED` (no trampolines on this
+ * platform). Nothing is written or registered on error. Thread-safe; may be called from inside callbacks.
+ */
+enum cb_status cb_register(cb_fn fn_, void *userdata, cb_destroy_fn destroy, cb_handle *out_handle, cb_fn *out_entry);
+
+/**
+ * Unregisters a callback and returns at once. From the moment it returns, no new call through the entry
+ * reaches `fn` (a late call is a stale call: see `cb_set_stale_handler`). Calls already inside `fn` on
+ * other threads finish normally. `destroy(userdata)` runs exactly once, after the last of them has
+ * returned, outside cbslot's locks, on whichever thread runs the next grace period: one runs whenever 64
+ * unregisters are pending, and in `cb_barrier` and `cb_unregister_wait`.
+ *
+ * May be called from inside the callback itself (destroy runs after it returns). The entry's slot is
+ * reused only after 4096 later unregisters have been reclaimed, so stale calls are caught meanwhile.
+ *
+ * Errors: `CB_ERR_INVALID_HANDLE` for 0, garbage, stale and already-unregistered handles, and for object
+ * handles (`cb_handle_new`), with nothing changed. Thread-safe.
+ */
+enum cb_status cb_unregister(cb_handle handle);
+
+/**
+ * Like `cb_unregister`, then waits until `destroy(userdata)` has run (on this thread or another) before
+ * returning.
+ *
+ * Errors: as `cb_unregister`; `CB_ERR_WOULD_DEADLOCK`, with nothing changed, when called from inside this
+ * very callback (on this thread, at any nesting depth); `CB_ERR_WOULD_DEADLOCK` too if, while waiting, the
+ * call is found to wait on a callback running on this thread (the unregister has happened then).
+ */
+enum cb_status cb_unregister_wait(cb_handle handle);
+
+/**
+ * Waits until the destroy notification of every callback unregistered before this call has run.
+ *
+ * Errors: `CB_ERR_WOULD_DEADLOCK` if one of them is running on this thread (for example, the barrier is
+ * called from inside a callback that was unregistered); the others have been destroyed then.
+ */
+enum cb_status cb_barrier(void);
+
+/**
+ * Installs the handler for stale calls (calls through an entry whose registration is gone, caught while
+ * its slot is quarantined). The handler gets the entry that was called and `arg`; the stale call then
+ * returns 0 (0 in integer and floating-point return registers). NULL restores the default: print a message
+ * naming the entry to stderr, then `abort()`. Every stale call counts in `cb_stats.stale_calls`.
+ */
+void cb_set_stale_handler(cb_stale_fn handler, void *arg);
+
+/**
+ * Writes the callback-table counters to `*out_stats`.
+ *
+ * Errors: `CB_ERR_NULL_ARG` if `out_stats` is NULL.
+ */
+enum cb_status cb_get_stats(struct cb_stats *out_stats);
+
+/**
+ * Caps the number of live callbacks: once `max_live` are live, `cb_register` returns `CB_ERR_CAPACITY`.
+ * 0 means unlimited (the default). Lowering it below the current count unregisters nothing.
+ */
+enum cb_status cb_set_limit(uint64_t max_live);
+
+/**
+ * Calls `fn(live, arg)` each time the number of live callbacks rises to `threshold` (once per upward
+ * crossing: it fires again only after `live` has dropped below `threshold`). If `live` is already at or above
+ * `threshold` when this is set, it first fires after a drop and a new rise. It runs on the registering
+ * thread, after `cb_register` has registered, outside cbslot's locks. `fn` NULL removes the watermark.
+ *
+ * Errors: `CB_ERR_INVALID_ARG` if `threshold` is 0 with a non-NULL `fn`.
+ */
+enum cb_status cb_set_watermark(uint64_t threshold, cb_watermark_fn fn_, void *arg);
 
 #ifdef __cplusplus
 }  // extern "C"

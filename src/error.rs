@@ -71,8 +71,11 @@ pub(crate) enum Error {
     /// An allocation failed: of what.
     NoMemory(&'static str),
     /// An argument is out of range: which, and why.
-    #[allow(dead_code)]
     InvalidArg(&'static str),
+    /// Not available on this platform or system: what.
+    Unsupported(&'static str),
+    /// The call would wait for itself: why.
+    WouldDeadlock(&'static str),
 }
 
 impl Error {
@@ -83,6 +86,8 @@ impl Error {
             Error::Capacity(_) => cb_status::CB_ERR_CAPACITY,
             Error::NoMemory(_) => cb_status::CB_ERR_NO_MEMORY,
             Error::InvalidArg(_) => cb_status::CB_ERR_INVALID_ARG,
+            Error::Unsupported(_) => cb_status::CB_ERR_UNSUPPORTED,
+            Error::WouldDeadlock(_) => cb_status::CB_ERR_WOULD_DEADLOCK,
         }
     }
 }
@@ -94,7 +99,7 @@ impl fmt::Display for Error {
             Error::InvalidHandle(h, why) => write!(f, "handle {h:#018x} {why}"),
             Error::Capacity(what) => write!(f, "{what}"),
             Error::NoMemory(what) => write!(f, "out of memory: {what}"),
-            Error::InvalidArg(what) => write!(f, "{what}"),
+            Error::InvalidArg(what) | Error::Unsupported(what) | Error::WouldDeadlock(what) => write!(f, "{what}"),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! boundary; the logic lives in the component modules.
 
 use crate::error::{RawStatus, cb_status, ffi_status, ffi_value, non_null, status_text};
+use crate::callback::CALLBACKS;
 use crate::handle::OBJECTS;
 use core::ffi::{c_char, c_void};
 
@@ -107,4 +108,167 @@ pub extern "C" fn cb_handle_retain(handle: cb_handle) -> cb_status {
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_handle_release(handle: cb_handle) -> cb_status {
     ffi_status!("cb_handle_release", { OBJECTS.release(handle) })
+}
+
+/// Called when an entry is called after its registration is gone (`entry` is the function pointer that was
+/// called). See `cb_set_stale_handler`.
+#[allow(non_camel_case_types)]
+pub type cb_stale_fn = Option<unsafe extern "C" fn(entry: cb_fn, arg: *mut c_void)>;
+
+/// Called when the number of live callbacks rises to the threshold set with `cb_set_watermark`.
+#[allow(non_camel_case_types)]
+pub type cb_watermark_fn = Option<unsafe extern "C" fn(live: u64, arg: *mut c_void)>;
+
+/// Callback-table counters, filled by `cb_get_stats`. Fields may be added at the end in later versions.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct cb_stats {
+    /// Registered callbacks that have not been unregistered.
+    pub live: u64,
+    /// Highest `live` seen.
+    pub peak: u64,
+    /// Slots mapped so far (live + pending + quarantined + never used); grows on demand.
+    pub capacity: u64,
+    /// Successful `cb_register` calls.
+    pub registered_total: u64,
+    /// Successful `cb_unregister` / `cb_unregister_wait` calls.
+    pub unregistered_total: u64,
+    /// destroy notifications run (or due with a NULL destroy) for unregistered callbacks.
+    pub destroyed_total: u64,
+    /// Unregistered callbacks whose destroy has not run yet (`unregistered_total - destroyed_total`).
+    pub pending_destroy: u64,
+    /// Calls through entries whose registration was gone.
+    pub stale_calls: u64,
+}
+
+/// Registers `fn` with `userdata` and returns a new, unique bare C function pointer in `*out_entry` and the
+/// registration's handle in `*out_handle`.
+///
+/// Calling `entry(a1, ..., an)` runs `fn(userdata, a1, ..., an)` and returns its result. Cast `entry` to the
+/// real signature without the leading `void *`, and `fn` from the signature with it. Supported on x86_64
+/// Linux: up to 5 integer/pointer arguments (small structs passed in integer registers count as 1 or 2) and
+/// up to 8 float/double arguments, in any order; returns of void, integer/pointer, float, double and
+/// structs of up to 16 bytes returned in registers. Variadic callees work when the call passes at most 5
+/// integer-class arguments. Not supported: arguments passed on the stack (a 6th integer argument, a 9th
+/// floating-point one, long double, structs over 16 bytes) and struct returns through memory (over 16
+/// bytes).
+///
+/// `destroy(userdata)` (may be NULL) runs exactly once after `cb_unregister`, when no call of this entry is
+/// in flight. cbslot keeps no pointer to caller memory but `userdata`.
+///
+/// Errors: `CB_ERR_NULL_ARG` (NULL `fn`, `out_handle` or `out_entry`); `CB_ERR_CAPACITY` (past the limit of
+/// `cb_set_limit`); `CB_ERR_NO_MEMORY` (cannot map more trampolines: memory, or the process's mapping count
+/// `vm.max_map_count`, 2 mappings per 4095 callbacks); `CB_ERR_UNSUPPORTED` (no trampolines on this
+/// platform). Nothing is written or registered on error. Thread-safe; may be called from inside callbacks.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_register(
+    fn_: cb_fn,
+    userdata: *mut c_void,
+    destroy: cb_destroy_fn,
+    out_handle: *mut cb_handle,
+    out_entry: *mut cb_fn,
+) -> cb_status {
+    ffi_status!("cb_register", {
+        let func = fn_.ok_or(crate::error::Error::NullArg("fn"))?;
+        let out_handle = non_null(out_handle, "out_handle")?;
+        let out_entry = non_null(out_entry, "out_entry")?;
+        let (handle, entry) = CALLBACKS.register(func, userdata, destroy)?;
+        // SAFETY: checked non-NULL; `entry` is the address of a mapped stub, never 0.
+        unsafe {
+            out_handle.write(handle);
+            out_entry.write(core::mem::transmute::<usize, cb_fn>(entry));
+        }
+        Ok(())
+    })
+}
+
+/// Unregisters a callback and returns at once. From the moment it returns, no new call through the entry
+/// reaches `fn` (a late call is a stale call: see `cb_set_stale_handler`). Calls already inside `fn` on
+/// other threads finish normally. `destroy(userdata)` runs exactly once, after the last of them has
+/// returned, outside cbslot's locks, on whichever thread runs the next grace period: one runs whenever 64
+/// unregisters are pending, and in `cb_barrier` and `cb_unregister_wait`.
+///
+/// May be called from inside the callback itself (destroy runs after it returns). The entry's slot is
+/// reused only after 4096 later unregisters have been reclaimed, so stale calls are caught meanwhile.
+///
+/// Errors: `CB_ERR_INVALID_HANDLE` for 0, garbage, stale and already-unregistered handles, and for object
+/// handles (`cb_handle_new`), with nothing changed. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_unregister(handle: cb_handle) -> cb_status {
+    ffi_status!("cb_unregister", { CALLBACKS.unregister(handle).map(drop) })
+}
+
+/// Like `cb_unregister`, then waits until `destroy(userdata)` has run (on this thread or another) before
+/// returning.
+///
+/// Errors: as `cb_unregister`; `CB_ERR_WOULD_DEADLOCK`, with nothing changed, when called from inside this
+/// very callback (on this thread, at any nesting depth); `CB_ERR_WOULD_DEADLOCK` too if, while waiting, the
+/// call is found to wait on a callback running on this thread (the unregister has happened then).
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_unregister_wait(handle: cb_handle) -> cb_status {
+    ffi_status!("cb_unregister_wait", { CALLBACKS.unregister_wait(handle) })
+}
+
+/// Waits until the destroy notification of every callback unregistered before this call has run.
+///
+/// Errors: `CB_ERR_WOULD_DEADLOCK` if one of them is running on this thread (for example, the barrier is
+/// called from inside a callback that was unregistered); the others have been destroyed then.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_barrier() -> cb_status {
+    ffi_status!("cb_barrier", { CALLBACKS.barrier() })
+}
+
+/// Installs the handler for stale calls (calls through an entry whose registration is gone, caught while
+/// its slot is quarantined). The handler gets the entry that was called and `arg`; the stale call then
+/// returns 0 (0 in integer and floating-point return registers). NULL restores the default: print a message
+/// naming the entry to stderr, then `abort()`. Every stale call counts in `cb_stats.stale_calls`.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_set_stale_handler(handler: cb_stale_fn, arg: *mut c_void) {
+    ffi_value!("cb_set_stale_handler", (), { CALLBACKS.set_stale_handler(handler, arg) })
+}
+
+/// Writes the callback-table counters to `*out_stats`.
+///
+/// Errors: `CB_ERR_NULL_ARG` if `out_stats` is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_get_stats(out_stats: *mut cb_stats) -> cb_status {
+    ffi_status!("cb_get_stats", {
+        let out = non_null(out_stats, "out_stats")?;
+        let s = CALLBACKS.stats();
+        let stats = cb_stats {
+            live: s.live,
+            peak: s.peak,
+            capacity: s.capacity,
+            registered_total: s.registered_total,
+            unregistered_total: s.unregistered_total,
+            destroyed_total: s.destroyed_total,
+            pending_destroy: s.pending_destroy,
+            stale_calls: s.stale_calls,
+        };
+        // SAFETY: checked non-NULL.
+        unsafe { out.write(stats) };
+        Ok(())
+    })
+}
+
+/// Caps the number of live callbacks: once `max_live` are live, `cb_register` returns `CB_ERR_CAPACITY`.
+/// 0 means unlimited (the default). Lowering it below the current count unregisters nothing.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_set_limit(max_live: u64) -> cb_status {
+    ffi_status!("cb_set_limit", {
+        CALLBACKS.set_limit(max_live);
+        Ok(())
+    })
+}
+
+/// Calls `fn(live, arg)` each time the number of live callbacks rises to `threshold` (once per upward
+/// crossing: it fires again only after `live` has dropped below `threshold`). If `live` is already at or above
+/// `threshold` when this is set, it first fires after a drop and a new rise. It runs on the registering
+/// thread, after `cb_register` has registered, outside cbslot's locks. `fn` NULL removes the watermark.
+///
+/// Errors: `CB_ERR_INVALID_ARG` if `threshold` is 0 with a non-NULL `fn`.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_set_watermark(threshold: u64, fn_: cb_watermark_fn, arg: *mut c_void) -> cb_status {
+    ffi_status!("cb_set_watermark", { CALLBACKS.set_watermark(threshold, fn_, arg) })
 }

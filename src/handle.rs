@@ -41,6 +41,8 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 pub(crate) enum Kind {
     /// A host object registered with `cb_handle_new`.
     Object = 0xC1,
+    /// A callback registered with `cb_register`.
+    Callback = 0xC2,
 }
 
 pub(crate) const GEN_BITS: u32 = 24;
@@ -73,9 +75,14 @@ pub(crate) fn check_kind(handle: u64, kind: Kind) -> Result<(u32, u32), Error> {
     Ok((generation, index))
 }
 
-fn kind_mismatch(found: u8, _expected: Kind) -> &'static str {
-    match found {
-        x if x == Kind::Object as u8 => "is an object handle (cb_handle_new), not of the kind this function takes",
+fn kind_mismatch(found: u8, expected: Kind) -> &'static str {
+    match (found, expected) {
+        (x, Kind::Callback) if x == Kind::Object as u8 => {
+            "is an object handle (cb_handle_new), not a callback: release it with cb_handle_release"
+        }
+        (x, Kind::Object) if x == Kind::Callback as u8 => {
+            "is a callback handle (cb_register), not an object handle: end it with cb_unregister"
+        }
         _ => "is not a cbslot handle (garbage)",
     }
 }

@@ -4,9 +4,11 @@
 //! caller hands it on purpose, and every lifetime it manages ends in one well-defined notification.
 //!
 //! Components, one module each: [`handle`] (generational handle registry), with [`segvec`] (lock-free
-//! never-moving storage) under it; [`error`] (status codes, `cb_last_error`, the panic boundary); and [`ffi`],
+//! never-moving storage) under it; [`callback`] (the callback slot table, with its trampolines in
+//! `callback::arch` and the in-flight protocol in `callback::inflight`); [`error`] (status codes, `cb_last_error`, the panic boundary); and [`ffi`],
 //! the thin exported C layer.
 
+pub(crate) mod callback;
 pub mod error;
 pub mod ffi;
 pub(crate) mod handle;

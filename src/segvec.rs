@@ -25,7 +25,20 @@ pub(crate) const MAX_SLOTS: u64 = 1 << 32;
 
 pub(crate) struct SegVec<T: Zeroed> {
     chunks: [AtomicPtr<T>; CHUNKS],
-    grow: Mutex<()>,
+}
+
+/// One lock for growing any table (growth is rare), so fork handlers have one lock to hold.
+static GROW: Mutex<()> = Mutex::new(());
+
+/// Holds the growth lock across `fork()` (see `callback::init_process`).
+pub(crate) fn fork_prepare() {
+    core::mem::forget(GROW.lock());
+}
+
+/// Releases the lock taken by [`fork_prepare`], in the parent and in the child.
+pub(crate) fn fork_release() {
+    // SAFETY: locked by this thread in fork_prepare, guard forgotten.
+    unsafe { GROW.force_unlock() };
 }
 
 // SAFETY: slots are only reached through `&T`; `T` is responsible for its own interior synchronisation.
@@ -39,7 +52,7 @@ fn chunk_layout<T>() -> Layout {
 impl<T: Zeroed> SegVec<T> {
     /// An empty table. It is 512 KiB of pointers: keep it in a `static`.
     pub(crate) const fn new() -> Self {
-        SegVec { chunks: [const { AtomicPtr::new(ptr::null_mut()) }; CHUNKS], grow: Mutex::new(()) }
+        SegVec { chunks: [const { AtomicPtr::new(ptr::null_mut()) }; CHUNKS] }
     }
 
     /// The slot at `index`, if its chunk has been allocated. Lock-free.
@@ -56,7 +69,7 @@ impl<T: Zeroed> SegVec<T> {
             return Some(slot);
         }
         {
-            let _guard = self.grow.lock();
+            let _guard = GROW.lock();
             let chunk = &self.chunks[(index >> CHUNK_SHIFT) as usize];
             if chunk.load(Ordering::Acquire).is_null() {
                 // SAFETY: non-zero size; zeroed memory is a valid `[T]` (T: Zeroed).

@@ -1,0 +1,25 @@
+//! Platforms without trampolines yet: the crate builds, handles work, and `cb_register` returns
+//! `CB_ERR_UNSUPPORTED`. Nothing here is ever called while `SUPPORTED` is false.
+#![allow(dead_code)]
+
+use crate::callback::inflight::Rec;
+
+pub(crate) const SUPPORTED: bool = false;
+pub(crate) const TABLE_BYTES: usize = 4096;
+pub(crate) const STUB_BYTES: usize = 16;
+pub(crate) const SLOT_OFFSET: usize = 512;
+pub(crate) const SLOT_BYTES: usize = 16;
+pub(crate) const SLOTS_PER_BLOCK: usize = (TABLE_BYTES - SLOT_OFFSET) / SLOT_BYTES;
+
+static EMPTY: [u8; TABLE_BYTES] = [0; TABLE_BYTES];
+static mut NO_REC: *mut Rec = core::ptr::null_mut();
+
+pub(crate) fn table() -> &'static [u8; TABLE_BYTES] {
+    &EMPTY
+}
+
+pub(crate) unsafe fn write_header(_data: *mut u8) {}
+
+pub(crate) fn tls_rec_slot() -> *mut *mut Rec {
+    &raw mut NO_REC
+}

@@ -1,0 +1,206 @@
+//! Which callback slots are being run right now, on which threads: the reader side of cbslot's
+//! grace-period protocol (the idea of userspace RCU's "memb" flavour, kept per slot).
+//!
+//! ## Protocol
+//! * **Call side** (the dispatcher, no lock, no atomic read-modify-write, no fence): each thread owns a
+//!   [`Rec`], found through a TLS word. Entering a slot, the dispatcher bumps `depth`, writes the slot's data
+//!   address into `stack[depth - 1]`, and only then loads the slot's `fn`. Leaving, it drops `depth`.
+//! * **Unregister side**: clears the slot's `fn` (new calls now take the stale path), then — batched —
+//!   runs [`scan`]: a process-wide barrier (`membarrier(PRIVATE_EXPEDITED)`), then a read of every record.
+//!   The barrier makes every thread's earlier marker stores visible and every later `fn` load see the
+//!   clear, so a slot that no record names is not inside `fn` anywhere, and never will be again.
+//! * A thread nested deeper than [`DEPTH_MAX`] callbacks counts the rest in `overflow`; while any thread's
+//!   `overflow` is non-zero, scans report every slot as in flight (correct, only slower to reclaim).
+//!
+//! Records are never freed: a thread's record goes back to the pool when the thread exits (a pthread key
+//! destructor, which also clears it, so a thread that exits inside a callback does not pin that slot), and
+//! the next new thread reuses it. Scanners may therefore read any record at any time.
+
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering::*};
+use parking_lot::Mutex;
+use std::sync::Once;
+
+/// Nesting depth a record tracks slot by slot.
+pub(crate) const DEPTH_MAX: usize = 61;
+
+/// One thread's in-flight record. The dispatcher (assembly) reads and writes `depth`, `overflow` and
+/// `stack` at their `offset_of!` offsets.
+#[repr(C, align(64))]
+pub(crate) struct Rec {
+    pub(crate) depth: AtomicUsize,
+    pub(crate) overflow: AtomicUsize,
+    pub(crate) stack: [AtomicUsize; DEPTH_MAX],
+    in_use: AtomicBool,
+    next: AtomicPtr<Rec>,
+}
+
+/// Every record ever made (a push-only list).
+static RECORDS: AtomicPtr<Rec> = AtomicPtr::new(ptr::null_mut());
+static KEY_ONCE: Once = Once::new();
+static mut KEY: libc::pthread_key_t = 0;
+
+fn records() -> impl Iterator<Item = &'static Rec> {
+    let mut p = RECORDS.load(Acquire);
+    core::iter::from_fn(move || {
+        // SAFETY: records are leaked, never freed.
+        let r = unsafe { p.as_ref()? };
+        p = r.next.load(Acquire);
+        Some(r)
+    })
+}
+
+/// This thread's record, if it has called an entry since it started.
+pub(crate) fn current() -> Option<&'static Rec> {
+    // SAFETY: the TLS word holds NULL or a leaked record.
+    unsafe { (*super::arch::tls_rec_slot()).as_ref() }
+}
+
+unsafe extern "C" fn thread_exit(rec: *mut libc::c_void) {
+    // SAFETY: the key's value is always a leaked record.
+    let rec = unsafe { &*(rec as *const Rec) };
+    rec.depth.store(0, Release);
+    rec.overflow.store(0, Release);
+    // SAFETY: TLS is still in place while pthread key destructors run.
+    unsafe { *super::arch::tls_rec_slot() = ptr::null_mut() };
+    rec.in_use.store(false, Release);
+}
+
+/// Gives the calling thread a record (reusing a free one) and publishes it in the TLS word.
+fn acquire() -> &'static Rec {
+    KEY_ONCE.call_once(|| {
+        // SAFETY: KEY is written once, here, before any reader (call_once orders it).
+        let rc = unsafe { libc::pthread_key_create(&raw mut KEY, Some(thread_exit)) };
+        assert_eq!(rc, 0, "pthread_key_create failed");
+    });
+    let rec = records().find(|r| r.in_use.compare_exchange(false, true, Acquire, Relaxed).is_ok()).unwrap_or_else(|| {
+        let r: &'static Rec = Box::leak(Box::new(Rec {
+            depth: AtomicUsize::new(0),
+            overflow: AtomicUsize::new(0),
+            stack: [const { AtomicUsize::new(0) }; DEPTH_MAX],
+            in_use: AtomicBool::new(true),
+            next: AtomicPtr::new(ptr::null_mut()),
+        }));
+        let mut head = RECORDS.load(Relaxed);
+        loop {
+            r.next.store(head, Relaxed);
+            match RECORDS.compare_exchange_weak(head, r as *const Rec as *mut Rec, Release, Relaxed) {
+                Ok(_) => break r,
+                Err(h) => head = h,
+            }
+        }
+    });
+    // SAFETY: KEY was created above; the TLS word belongs to this thread.
+    unsafe {
+        libc::pthread_setspecific(KEY, rec as *const Rec as *const libc::c_void);
+        *super::arch::tls_rec_slot() = rec as *const Rec as *mut Rec;
+    }
+    rec
+}
+
+/// Called by the dispatcher on a thread's first call (all argument registers saved around it).
+pub(crate) extern "C" fn acquire_for_dispatcher() -> *const Rec {
+    match std::panic::catch_unwind(acquire) {
+        Ok(r) => r,
+        Err(_) => crate::callback::fatal("could not set up this thread's in-flight record"),
+    }
+}
+
+/// After fork, only the forking thread exists in the child: every other record is free again.
+pub(crate) fn after_fork_in_child() {
+    let mine = current().map_or(ptr::null(), |r| r as *const Rec);
+    for r in records().filter(|r| !ptr::eq(*r, mine)) {
+        r.depth.store(0, Relaxed);
+        r.overflow.store(0, Relaxed);
+        r.in_use.store(false, Release);
+    }
+}
+
+/// Slots that were inside a call at the moment of the scan's barrier.
+pub(crate) struct InFlight {
+    /// Some thread nested past DEPTH_MAX: treat every slot as in flight.
+    pub(crate) all: bool,
+    slots: Vec<usize>,
+}
+
+impl InFlight {
+    pub(crate) fn contains(&self, slot: usize) -> bool {
+        self.all || self.slots.binary_search(&slot).is_ok()
+    }
+}
+
+/// The process-wide barrier, then a read of every record.
+pub(crate) fn scan() -> InFlight {
+    heavy_barrier();
+    let mut out = InFlight { all: false, slots: Vec::new() };
+    for r in records() {
+        out.all |= r.overflow.load(Acquire) != 0;
+        let depth = r.depth.load(Acquire).min(DEPTH_MAX);
+        out.slots.extend(r.stack[..depth].iter().map(|s| s.load(Acquire)));
+    }
+    out.slots.sort_unstable();
+    out
+}
+
+/// True if the calling thread is inside the slot at data address `slot` (or nested too deep to tell).
+pub(crate) fn inside_on_this_thread(slot: usize) -> bool {
+    current().is_some_and(|r| {
+        let depth = r.depth.load(Relaxed).min(DEPTH_MAX);
+        r.overflow.load(Relaxed) != 0 || r.stack[..depth].iter().any(|s| s.load(Relaxed) == slot)
+    })
+}
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+/// How the heavy barrier is made: 0 = not chosen yet, 1 = membarrier, 2 = mprotect (see below).
+static BARRIER: AtomicU8 = AtomicU8::new(0);
+
+/// Chooses the barrier once: `membarrier(PRIVATE_EXPEDITED)` when the kernel has it (Linux 4.14+) and it is
+/// not forced off with `CBSLOT_BARRIER=mprotect`; otherwise the mprotect fallback.
+pub(crate) fn init_barrier() {
+    if BARRIER.load(Acquire) != 0 {
+        return;
+    }
+    let forced = std::env::var_os("CBSLOT_BARRIER").is_some_and(|v| v == "mprotect");
+    // SAFETY: plain system call with no pointers.
+    let ok = !forced && unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) } == 0;
+    BARRIER.store(if ok { 1 } else { 2 }, Release);
+}
+
+/// A full memory barrier on every thread of the process that is running now.
+///
+/// Fallback without membarrier: changing the protection of a page this process has touched makes the
+/// kernel shoot down its TLB entry on every CPU running one of our threads, by an interrupt, which
+/// serialises those CPUs (the technique of .NET's `FlushProcessWriteBuffers`).
+fn heavy_barrier() {
+    init_barrier();
+    if BARRIER.load(Acquire) == 1 {
+        // SAFETY: plain system call; registered in init_barrier.
+        let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
+        if rc == 0 {
+            return;
+        }
+    }
+    static PAGE: Mutex<usize> = Mutex::new(0);
+    let mut page = PAGE.lock();
+    // SAFETY: an anonymous page owned by this function; only touched under the lock.
+    unsafe {
+        if *page == 0 {
+            let p = libc::mmap(ptr::null_mut(), 4096, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+            if p == libc::MAP_FAILED {
+                crate::callback::fatal("mmap for the barrier page failed");
+            }
+            *page = p as usize;
+        }
+        let p = *page as *mut libc::c_void;
+        if libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_WRITE) != 0 {
+            crate::callback::fatal("mprotect for the barrier page failed");
+        }
+        core::ptr::write_volatile(p as *mut u8, 1);
+        if libc::mprotect(p, 4096, libc::PROT_NONE) != 0 {
+            crate::callback::fatal("mprotect for the barrier page failed");
+        }
+    }
+    core::sync::atomic::fence(SeqCst);
+}

@@ -1,0 +1,520 @@
+//! The callback slot table: `cb_register` binds `fn` + `userdata` to a unique bare C function pointer (an
+//! *entry*: a trampoline stub), and `cb_unregister` retires it safely while other threads may be inside it.
+//!
+//! * Storage: blocks of [`arch::SLOTS_PER_BLOCK`] stubs ([`tramp`]), mapped on demand, never unmapped.
+//!   Slot `i` lives in block `i / SLOTS_PER_BLOCK`. Per-slot control data (`Meta`: state word and destroy)
+//!   is kept apart from the `{fn, userdata}` data slot the stub reads.
+//! * Life of a slot: `free` → `live` (register) → `pending` (unregister: `fn` cleared, so new calls are
+//!   stale) → destroyed once no thread is inside it (a grace period, [`inflight`]) → quarantined at the back of
+//!   a FIFO → reused once more than [`QUARANTINE`] slots are queued behind it.
+//! * Grace periods are batched: one runs when [`BATCH`] unregisters are pending, or when `cb_barrier` /
+//!   `cb_unregister_wait` asks. `destroy(userdata)` runs on the thread running the grace period, outside
+//!   every lock.
+
+pub(crate) mod arch;
+pub(crate) mod inflight;
+mod tramp;
+
+use crate::error::Error;
+use crate::handle::{GEN_MAX, Kind, check_kind, pack};
+use crate::segvec::{SegVec, Zeroed};
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+
+use arch::{SLOT_BYTES, SLOT_OFFSET, SLOTS_PER_BLOCK, STUB_BYTES, TABLE_BYTES};
+
+/// Freed slots wait in a FIFO this long (in slots) before reuse, so a stale call is caught, not misrouted.
+pub const QUARANTINE: usize = 4096;
+/// Pending unregisters that trigger a grace period.
+pub const BATCH: usize = 64;
+
+/// A registration's function, userdata destroy, watermark and stale handlers, as C gives them.
+pub(crate) type RawFn = unsafe extern "C" fn();
+pub(crate) type DestroyFn = unsafe extern "C" fn(*mut c_void);
+pub(crate) type StaleFn = unsafe extern "C" fn(Option<RawFn>, *mut c_void);
+pub(crate) type WatermarkFn = unsafe extern "C" fn(u64, *mut c_void);
+
+const FREE: u32 = 0;
+const LIVE: u32 = 1;
+const PENDING: u32 = 2;
+
+struct Meta {
+    /// handle's upper half (kind | generation) << 32 | status; a free slot holds its next generation.
+    state: AtomicU64,
+    destroy: AtomicUsize,
+}
+
+// SAFETY: atomics only; zero = a never-used free slot.
+unsafe impl Zeroed for Meta {}
+
+/// The `{fn, userdata}` pair a stub's dispatcher reads.
+#[repr(C)]
+struct DataSlot {
+    func: AtomicUsize,
+    userdata: AtomicUsize,
+}
+
+/// Counters reported by `cb_get_stats`.
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct Stats {
+    pub live: u64,
+    pub peak: u64,
+    pub capacity: u64,
+    pub registered_total: u64,
+    pub unregistered_total: u64,
+    pub destroyed_total: u64,
+    pub pending_destroy: u64,
+    pub stale_calls: u64,
+}
+
+struct Watermark {
+    threshold: u64,
+    func: WatermarkFn,
+    arg: usize,
+    armed: bool,
+}
+
+/// Which unregisters (numbered in order) have had their destroy run.
+struct Done {
+    base: u64,
+    flags: VecDeque<bool>,
+}
+
+impl Done {
+    fn next_seq(&self) -> u64 {
+        self.base + self.flags.len() as u64
+    }
+    fn push(&mut self) -> u64 {
+        self.flags.push_back(false);
+        self.next_seq() - 1
+    }
+    fn mark(&mut self, seq: u64) {
+        self.flags[(seq - self.base) as usize] = true;
+        while self.flags.front() == Some(&true) {
+            self.flags.pop_front();
+            self.base += 1;
+        }
+    }
+    fn is_done(&self, seq: u64) -> bool {
+        seq < self.base || self.flags.get((seq - self.base) as usize) == Some(&true)
+    }
+}
+
+struct Inner {
+    source: Option<tramp::Source>,
+    blocks: u64,
+    fresh: u64,
+    quarantine: VecDeque<u32>,
+    pending: Vec<(u32, u64)>,
+    done: Done,
+    stats: Stats,
+    limit: u64,
+    watermark: Option<Watermark>,
+    retired: u64,
+}
+
+pub(crate) struct Callbacks {
+    inner: Mutex<Inner>,
+    /// Held while a grace period decides what to destroy (not while destroys run).
+    grace: Mutex<()>,
+    meta: SegVec<Meta>,
+    /// Block number → address of its code.
+    blocks: SegVec<AtomicUsize>,
+    stale_calls: AtomicU64,
+    stale_handler: Mutex<(Option<StaleFn>, usize)>,
+}
+
+// SAFETY: atomics only.
+unsafe impl Zeroed for AtomicUsize {}
+
+pub(crate) static CALLBACKS: Callbacks = Callbacks::new();
+
+fn state(tag: u32, status: u32) -> u64 {
+    (tag as u64) << 32 | status as u64
+}
+
+impl Callbacks {
+    const fn new() -> Self {
+        Callbacks {
+            inner: Mutex::new(Inner {
+                source: None,
+                blocks: 0,
+                fresh: 0,
+                quarantine: VecDeque::new(),
+                pending: Vec::new(),
+                done: Done { base: 0, flags: VecDeque::new() },
+                stats: Stats {
+                    live: 0,
+                    peak: 0,
+                    capacity: 0,
+                    registered_total: 0,
+                    unregistered_total: 0,
+                    destroyed_total: 0,
+                    pending_destroy: 0,
+                    stale_calls: 0,
+                },
+                limit: 0,
+                watermark: None,
+                retired: 0,
+            }),
+            grace: Mutex::new(()),
+            meta: SegVec::new(),
+            blocks: SegVec::new(),
+            stale_calls: AtomicU64::new(0),
+            stale_handler: Mutex::new((None, 0)),
+        }
+    }
+
+    fn block_code(&self, index: u32) -> usize {
+        let block = index as usize / SLOTS_PER_BLOCK;
+        self.blocks.get(block as u32).map_or(0, |b| b.load(Acquire))
+    }
+
+    /// The entry (stub address) of slot `index`.
+    fn entry(&self, index: u32) -> usize {
+        self.block_code(index) + SLOT_OFFSET + (index as usize % SLOTS_PER_BLOCK) * STUB_BYTES
+    }
+
+    fn data(&self, index: u32) -> &DataSlot {
+        let addr = self.data_addr(index);
+        // SAFETY: the slot's block is mapped (index < fresh) and never unmapped; DataSlot is two atomics.
+        unsafe { &*(addr as *const DataSlot) }
+    }
+
+    fn data_addr(&self, index: u32) -> usize {
+        self.block_code(index) + TABLE_BYTES + SLOT_OFFSET + (index as usize % SLOTS_PER_BLOCK) * SLOT_BYTES
+    }
+
+    /// Takes a slot index: the oldest quarantined one once the quarantine is full, else a fresh one.
+    fn take_slot(&self, g: &mut Inner) -> Result<u32, Error> {
+        if g.quarantine.len() > QUARANTINE {
+            return Ok(g.quarantine.pop_front().expect("non-empty"));
+        }
+        if g.fresh >= crate::handle::MAX_SLOTS {
+            return Err(Error::Capacity("every callback slot index is in use"));
+        }
+        if g.fresh == g.blocks * SLOTS_PER_BLOCK as u64 {
+            if g.source.is_none() {
+                init_process();
+                g.source = Some(tramp::Source::open()?);
+            }
+            let code = g.source.as_ref().expect("opened above").map_block()?;
+            let cell = self.blocks.get_or_grow(g.blocks as u32).ok_or(Error::NoMemory("growing the block table"))?;
+            cell.store(code, Release);
+            g.blocks += 1;
+            g.stats.capacity += SLOTS_PER_BLOCK as u64;
+        }
+        let index = g.fresh as u32;
+        self.meta.get_or_grow(index).ok_or(Error::NoMemory("growing the callback table"))?;
+        g.fresh += 1;
+        Ok(index)
+    }
+
+    pub(crate) fn register(&self, func: RawFn, userdata: *mut c_void, destroy: Option<DestroyFn>) -> Result<(u64, usize), Error> {
+        if !arch::SUPPORTED {
+            return Err(Error::Unsupported("callback trampolines are not implemented for this platform"));
+        }
+        let mut g = self.inner.lock();
+        if g.limit != 0 && g.stats.live >= g.limit {
+            return Err(Error::Capacity("the callback limit set with cb_set_limit is reached"));
+        }
+        let index = self.take_slot(&mut g)?;
+        let meta = self.meta.get(index).expect("grown in take_slot");
+        let generation = ((meta.state.load(Relaxed) >> 32) as u32 & GEN_MAX).max(1);
+        let handle = pack(Kind::Callback, index, generation);
+        meta.destroy.store(destroy.map_or(0, |f| f as usize), Relaxed);
+        meta.state.store(state((handle >> 32) as u32, LIVE), Release);
+        let data = self.data(index);
+        data.userdata.store(userdata as usize, Relaxed);
+        data.func.store(func as usize, Release); // callable from here on
+        let s = &mut g.stats;
+        s.live += 1;
+        s.registered_total += 1;
+        s.peak = s.peak.max(s.live);
+        let live = s.live;
+        let fire = g.watermark.as_mut().filter(|w| w.armed && live >= w.threshold).map(|w| {
+            w.armed = false;
+            (w.func, w.arg)
+        });
+        let entry = self.entry(index);
+        drop(g);
+        if let Some((func, arg)) = fire {
+            // SAFETY: a watermark function the caller installed.
+            unsafe { func(live, arg as *mut c_void) };
+        }
+        Ok((handle, entry))
+    }
+
+    /// Looks up a live callback handle; the error says what is wrong with it.
+    fn check(&self, handle: u64) -> Result<(u32, &Meta), Error> {
+        let (_, index) = check_kind(handle, Kind::Callback)?;
+        if let Some(meta) = self.meta.get(index) {
+            let s = meta.state.load(Acquire);
+            if (s >> 32) as u32 == (handle >> 32) as u32 {
+                match s as u32 {
+                    LIVE => return Ok((index, meta)),
+                    PENDING => return Err(Error::InvalidHandle(handle, "was already unregistered")),
+                    _ => {}
+                }
+            }
+        }
+        Err(self.why_invalid(handle, index))
+    }
+
+    #[cold]
+    fn why_invalid(&self, handle: u64, index: u32) -> Error {
+        if index as u64 >= self.inner.lock().fresh {
+            Error::InvalidHandle(handle, "was never issued (slot index out of range)")
+        } else {
+            Error::InvalidHandle(handle, "is stale: its callback was unregistered")
+        }
+    }
+
+    /// Unregisters; returns the unregister's sequence number (for waiting on its destroy).
+    pub(crate) fn unregister(&self, handle: u64) -> Result<u64, Error> {
+        let (index, _) = self.check(handle)?;
+        let mut g = self.inner.lock();
+        let meta = self.meta.get(index).expect("checked");
+        // re-check under the lock: another thread may have unregistered it since
+        if meta.state.compare_exchange(state((handle >> 32) as u32, LIVE), state((handle >> 32) as u32, PENDING), AcqRel, Relaxed).is_err() {
+            drop(g);
+            return Err(self.check(handle).err().unwrap_or(Error::InvalidHandle(handle, "was already unregistered")));
+        }
+        self.data(index).func.store(0, Release); // new calls now take the stale path
+        let seq = g.done.push();
+        g.pending.push((index, seq));
+        let s = &mut g.stats;
+        s.live -= 1;
+        s.unregistered_total += 1;
+        let live = s.live;
+        if let Some(w) = g.watermark.as_mut().filter(|w| live < w.threshold) {
+            w.armed = true;
+        }
+        let run = g.pending.len() >= BATCH;
+        drop(g);
+        if run {
+            self.grace_period();
+        }
+        Ok(seq)
+    }
+
+    /// One grace period: destroys every pending slot that no thread is inside.
+    /// Returns how many pending slots it found still in flight.
+    fn grace_period(&self) -> usize {
+        let guard = self.grace.lock();
+        let batch = core::mem::take(&mut self.inner.lock().pending);
+        if batch.is_empty() {
+            return 0;
+        }
+        let busy = inflight::scan();
+        let mut destroys = Vec::new();
+        let mut g = self.inner.lock();
+        let mut kept = 0;
+        for (index, seq) in batch {
+            if busy.contains(self.data_addr(index)) {
+                g.pending.push((index, seq));
+                kept += 1;
+                continue;
+            }
+            let meta = self.meta.get(index).expect("pending slots exist");
+            let generation = (meta.state.load(Relaxed) >> 32) as u32 & GEN_MAX;
+            destroys.push((meta.destroy.load(Relaxed), self.data(index).userdata.load(Relaxed), seq));
+            // free for the next generation, or retired for good if the generations are used up
+            meta.state.store(state(generation + 1, FREE), Release);
+            if generation < GEN_MAX {
+                g.quarantine.push_back(index);
+            } else {
+                g.retired += 1;
+            }
+        }
+        drop(g);
+        drop(guard);
+        for &(destroy, userdata, _) in &destroys {
+            if destroy != 0 {
+                // SAFETY: stored from a `DestroyFn` in `register`.
+                let destroy: DestroyFn = unsafe { core::mem::transmute::<usize, DestroyFn>(destroy) };
+                unsafe { destroy(userdata as *mut c_void) };
+            }
+        }
+        let mut g = self.inner.lock();
+        for &(_, _, seq) in &destroys {
+            g.done.mark(seq);
+        }
+        g.stats.destroyed_total += destroys.len() as u64;
+        kept
+    }
+
+    /// Runs grace periods until `done(g)` holds, or fails with `CB_ERR_WOULD_DEADLOCK` when what it waits
+    /// for is in flight on the calling thread.
+    fn wait_until(&self, done: impl Fn(&Inner) -> bool) -> Result<(), Error> {
+        let mut round = 0u32;
+        loop {
+            if done(&self.inner.lock()) {
+                return Ok(());
+            }
+            self.grace_period();
+            let g = self.inner.lock();
+            if done(&g) {
+                return Ok(());
+            }
+            if g.pending.iter().any(|&(i, _)| inflight::inside_on_this_thread(self.data_addr(i))) {
+                return Err(Error::WouldDeadlock("a callback it waits for is running on this very thread"));
+            }
+            drop(g);
+            backoff(&mut round);
+        }
+    }
+
+    pub(crate) fn unregister_wait(&self, handle: u64) -> Result<(), Error> {
+        let (index, _) = self.check(handle)?;
+        if inflight::inside_on_this_thread(self.data_addr(index)) {
+            return Err(Error::WouldDeadlock("called from inside this callback (use cb_unregister there)"));
+        }
+        let seq = self.unregister(handle)?;
+        self.wait_until(|g| g.done.is_done(seq))
+    }
+
+    pub(crate) fn barrier(&self) -> Result<(), Error> {
+        let target = self.inner.lock().done.next_seq();
+        self.wait_until(|g| g.done.base >= target)
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let g = self.inner.lock();
+        let mut s = g.stats;
+        s.pending_destroy = s.unregistered_total - s.destroyed_total;
+        s.stale_calls = self.stale_calls.load(Relaxed);
+        s
+    }
+
+    pub(crate) fn set_limit(&self, max_live: u64) {
+        self.inner.lock().limit = max_live;
+    }
+
+    pub(crate) fn set_watermark(&self, threshold: u64, func: Option<WatermarkFn>, arg: *mut c_void) -> Result<(), Error> {
+        let mut g = self.inner.lock();
+        g.watermark = match func {
+            None => None,
+            Some(_) if threshold == 0 => return Err(Error::InvalidArg("threshold must be at least 1")),
+            Some(func) => Some(Watermark { threshold, func, arg: arg as usize, armed: g.stats.live < threshold }),
+        };
+        Ok(())
+    }
+
+    pub(crate) fn set_stale_handler(&self, handler: Option<StaleFn>, arg: *mut c_void) {
+        *self.stale_handler.lock() = (handler, arg as usize);
+    }
+
+    /// fork safety: hold every lock across `fork()` so the child never inherits one held by a thread that
+    /// does not exist there (lock order: grace, inner, segment growth).
+    fn fork_prepare(&self) {
+        core::mem::forget(self.grace.lock());
+        core::mem::forget(self.inner.lock());
+        crate::segvec::fork_prepare();
+    }
+
+    fn fork_release(&self) {
+        crate::segvec::fork_release();
+        // SAFETY: locked in fork_prepare by this thread, guards forgotten.
+        unsafe {
+            self.inner.force_unlock();
+            self.grace.force_unlock();
+        }
+    }
+}
+
+/// Once per process, before the first block: choose the barrier, install the fork handlers.
+fn init_process() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        inflight::init_barrier();
+        extern "C" fn prepare() {
+            CALLBACKS.fork_prepare();
+        }
+        extern "C" fn parent() {
+            CALLBACKS.fork_release();
+        }
+        extern "C" fn child() {
+            CALLBACKS.fork_release();
+            inflight::after_fork_in_child();
+        }
+        // SAFETY: plain function pointers with no captured state.
+        unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    });
+}
+
+fn backoff(round: &mut u32) {
+    *round += 1;
+    if *round < 16 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(std::time::Duration::from_micros(50u64 << (*round - 16).min(5)));
+    }
+}
+
+/// Prints `what` and aborts: for failures on paths that cannot return an error (inside the dispatcher).
+pub(crate) fn fatal(what: &str) -> ! {
+    let msg = format!("cbslot: fatal: {what}\n");
+    // SAFETY: writing a buffer we own to stderr.
+    unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+    std::process::abort()
+}
+
+/// The dispatcher's stale path: a call through an entry whose slot has no registration.
+extern "C" fn stale_call(entry: usize) {
+    let run = || {
+        CALLBACKS.stale_calls.fetch_add(1, Relaxed);
+        let (handler, arg) = *CALLBACKS.stale_handler.lock();
+        // SAFETY: a non-null code address.
+        let entry_fn: Option<RawFn> = unsafe { core::mem::transmute::<usize, Option<RawFn>>(entry) };
+        match handler {
+            // SAFETY: a stale handler the caller installed.
+            Some(h) => unsafe { h(entry_fn, arg as *mut c_void) },
+            None => fatal(&format!(
+                "stale call through callback entry {entry:#x}: its registration was unregistered (or never made). \
+                 Install a handler with cb_set_stale_handler() to survive such calls."
+            )),
+        }
+    };
+    if std::panic::catch_unwind(run).is_err() {
+        fatal("panic in the stale-call path");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn done_tracks_out_of_order_completion() {
+        let mut d = Done { base: 0, flags: VecDeque::new() };
+        let (a, b, c) = (d.push(), d.push(), d.push());
+        d.mark(b);
+        assert!(d.is_done(b) && !d.is_done(a) && d.base == 0);
+        d.mark(a);
+        assert_eq!(d.base, 2);
+        assert!(!d.is_done(c));
+        d.mark(c);
+        assert_eq!((d.base, d.flags.len()), (3, 0));
+    }
+
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    #[test]
+    fn stub_table_layout() {
+        let t = arch::table();
+        assert_eq!(t.as_ptr() as usize % 4096, 0, "page-aligned, so it can be mapped from the file");
+        for k in [0usize, 1, 2, SLOTS_PER_BLOCK - 1] {
+            let at = SLOT_OFFSET + k * STUB_BYTES;
+            let stub = &t[at..at + STUB_BYTES];
+            // endbr64 ; lea disp32(%rip), %r11 ; jmp rel32 (to the dispatcher at offset 0)
+            assert_eq!(&stub[..7], &[0xf3, 0x0f, 0x1e, 0xfa, 0x4c, 0x8d, 0x1d], "stub {k}");
+            let lea = i32::from_le_bytes(stub[7..11].try_into().unwrap()) as isize;
+            assert_eq!((at + 11) as isize + lea, (TABLE_BYTES + at) as isize, "stub {k} reaches its slot");
+            assert_eq!(stub[11], 0xe9);
+            let jmp = i32::from_le_bytes(stub[12..16].try_into().unwrap()) as isize;
+            assert_eq!((at + 16) as isize + jmp, 0, "stub {k} jumps to the dispatcher");
+        }
+    }
+}
