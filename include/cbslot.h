@@ -72,12 +72,6 @@ typedef enum cb_status {
 } cb_status;
 
 /**
- * One thread's in-flight record. The dispatcher (assembly) reads and writes `depth`, `overflow` and
- * `stack` at their `offset_of!` offsets.
- */
-typedef struct Rec Rec;
-
-/**
  * Destroy notification: called exactly once with the registered `userdata`/`ptr` when its lifetime ends.
  * It runs on the thread that ended the lifetime, outside cbslot's internal locks, so it may call cbslot.
  * It must not unwind (no C++ exception or longjmp out of it).
@@ -149,10 +143,6 @@ typedef void (*cb_watermark_fn)(uint64_t live, void *arg);
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
-
-extern void cbslot_dispatch(void);
-
-extern struct Rec **cbslot_tls_rec_slot(void);
 
 /**
  * Static text naming `status` (for example `"CB_ERR_NULL_ARG: a required pointer argument was NULL"`).
@@ -241,7 +231,7 @@ enum cb_status cb_handle_release(cb_handle handle);
  * `vm.max_map_count`, 2 mappings per 4095 callbacks); `CB_ERR_UNSUPPORTED` (no trampolines on this
  * platform). Nothing is written or registered on error. Thread-safe; may be called from inside callbacks.
  */
-enum cb_status cb_register(cb_fn fn_, void *userdata, cb_destroy_fn destroy, cb_handle *out_handle, cb_fn *out_entry);
+enum cb_status cb_register(cb_fn fn, void *userdata, cb_destroy_fn destroy, cb_handle *out_handle, cb_fn *out_entry);
 
 /**
  * Unregisters a callback and returns at once. From the moment it returns, no new call through the entry
@@ -305,7 +295,7 @@ enum cb_status cb_set_limit(uint64_t max_live);
  *
  * Errors: `CB_ERR_INVALID_ARG` if `threshold` is 0 with a non-NULL `fn`.
  */
-enum cb_status cb_set_watermark(uint64_t threshold, cb_watermark_fn fn_, void *arg);
+enum cb_status cb_set_watermark(uint64_t threshold, cb_watermark_fn fn, void *arg);
 
 #ifdef __cplusplus
 }  // extern "C"

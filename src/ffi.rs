@@ -163,14 +163,14 @@ pub struct cb_stats {
 /// platform). Nothing is written or registered on error. Thread-safe; may be called from inside callbacks.
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_register(
-    fn_: cb_fn,
+    r#fn: cb_fn,
     userdata: *mut c_void,
     destroy: cb_destroy_fn,
     out_handle: *mut cb_handle,
     out_entry: *mut cb_fn,
 ) -> cb_status {
     ffi_status!("cb_register", {
-        let func = fn_.ok_or(crate::error::Error::NullArg("fn"))?;
+        let func = r#fn.ok_or(crate::error::Error::NullArg("fn"))?;
         let out_handle = non_null(out_handle, "out_handle")?;
         let out_entry = non_null(out_entry, "out_entry")?;
         let (handle, entry) = CALLBACKS.register(func, userdata, destroy)?;
@@ -269,6 +269,6 @@ pub extern "C" fn cb_set_limit(max_live: u64) -> cb_status {
 ///
 /// Errors: `CB_ERR_INVALID_ARG` if `threshold` is 0 with a non-NULL `fn`.
 #[unsafe(no_mangle)]
-pub extern "C" fn cb_set_watermark(threshold: u64, fn_: cb_watermark_fn, arg: *mut c_void) -> cb_status {
-    ffi_status!("cb_set_watermark", { CALLBACKS.set_watermark(threshold, fn_, arg) })
+pub extern "C" fn cb_set_watermark(threshold: u64, r#fn: cb_watermark_fn, arg: *mut c_void) -> cb_status {
+    ffi_status!("cb_set_watermark", { CALLBACKS.set_watermark(threshold, r#fn, arg) })
 }

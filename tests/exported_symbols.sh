@@ -7,7 +7,9 @@ bad=$(printf '%s\n' "$syms" | grep -Ev '^(cb_|vde_)' || true)
 if [ -n "$bad" ]; then
   echo "FAIL: $lib exports symbols outside cb_*/vde_*:"; printf '%s\n' "$bad"; exit 1
 fi
-for f in cb_status_str cb_last_error cb_handle_new cb_handle_get cb_handle_retain cb_handle_release; do
+for f in cb_status_str cb_last_error cb_version cb_handle_new cb_handle_get cb_handle_retain cb_handle_release \
+         cb_register cb_unregister cb_unregister_wait cb_barrier cb_set_stale_handler cb_get_stats cb_set_limit \
+         cb_set_watermark; do
   printf '%s\n' "$syms" | grep -qx "$f" || { echo "FAIL: $f is not exported"; exit 1; }
 done
 soname=$(objdump -p "$lib" | awk '/SONAME/ {print $2}')

@@ -486,6 +486,7 @@ extern "C" fn stale_call(entry: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::sync::atomic::Ordering::SeqCst;
 
     #[test]
     fn done_tracks_out_of_order_completion() {
@@ -498,6 +499,63 @@ mod tests {
         assert!(!d.is_done(c));
         d.mark(c);
         assert_eq!((d.base, d.flags.len()), (3, 0));
+    }
+
+    /// The reclamation protocol end to end: a slot unregistered while a thread is inside it survives grace
+    /// periods until that call returns; the stale path catches calls in between.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    #[test]
+    fn grace_period_waits_for_the_call_in_flight() {
+        use std::sync::atomic::{AtomicBool, AtomicU32};
+        use std::sync::{Arc, Barrier};
+
+        struct Ctx {
+            inside: Barrier,
+            leave: Barrier,
+            destroyed: AtomicU32,
+            returned: AtomicBool,
+        }
+        unsafe extern "C" fn body(ud: *mut c_void, x: i64) -> i64 {
+            let c = unsafe { &*(ud as *const Ctx) };
+            c.inside.wait();
+            c.leave.wait();
+            x + 1
+        }
+        unsafe extern "C" fn destroy(ud: *mut c_void) {
+            let c = unsafe { &*(ud as *const Ctx) };
+            assert!(c.returned.load(SeqCst), "destroy ran while the call was in flight");
+            c.destroyed.fetch_add(1, SeqCst);
+        }
+        let ctx = Arc::new(Ctx {
+            inside: Barrier::new(2),
+            leave: Barrier::new(2),
+            destroyed: AtomicU32::new(0),
+            returned: AtomicBool::new(false),
+        });
+        let raw: RawFn = unsafe { core::mem::transmute(body as unsafe extern "C" fn(*mut c_void, i64) -> i64) };
+        let (handle, entry) =
+            CALLBACKS.register(raw, Arc::as_ptr(&ctx) as *mut c_void, Some(destroy)).unwrap();
+        let call: extern "C" fn(i64) -> i64 = unsafe { core::mem::transmute(entry) };
+        let caller = {
+            let ctx = ctx.clone();
+            std::thread::spawn(move || {
+                let r = call(41);
+                ctx.returned.store(true, SeqCst);
+                r
+            })
+        };
+        ctx.inside.wait(); // the caller is inside fn now
+        CALLBACKS.unregister(handle).unwrap();
+        for _ in 0..3 {
+            CALLBACKS.grace_period();
+            assert_eq!(ctx.destroyed.load(SeqCst), 0, "destroyed while in flight");
+        }
+        assert!(inflight::scan().contains(CALLBACKS.data_addr(handle as u32)));
+        ctx.leave.wait();
+        assert_eq!(caller.join().unwrap(), 42);
+        CALLBACKS.barrier().unwrap();
+        assert_eq!(ctx.destroyed.load(SeqCst), 1);
+        assert!(CALLBACKS.unregister(handle).is_err());
     }
 
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
