@@ -11,11 +11,13 @@ JOBS=${CBSLOT_JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 die() { echo "build.sh: $*" >&2; exit 1; }
 
-# ensure_packages CMD:PACKAGE ...: every CMD must be on PATH; install the PACKAGEs of those that are not.
+# ensure_packages WHAT:PACKAGE ...: WHAT is a command that must be on PATH, or an absolute path that must
+# exist; install the PACKAGEs of those that are missing.
 ensure_packages() {
-  local missing=() pair
+  local missing=() pair what
   for pair in "$@"; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+    what=${pair%%:*}
+    if [[ $what == /* ]]; then [ -e "$what" ]; else command -v "$what" >/dev/null 2>&1; fi || missing+=("${pair#*:}")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -51,11 +53,14 @@ case "${1:-}" in
     cd "$BUILD_DIR" && ctest --output-on-failure -j "$JOBS"
     ;;
   bench)
-    configure
-    cmake --build "$BUILD_DIR" -j "$JOBS" --target bench_handles bench_handles_static
+    configure pkg-config:pkgconf "/usr/include/$(gcc -print-multiarch)/ffi.h:libffi-dev"
+    cmake -S . -B "$BUILD_DIR" >/dev/null   # pick up libffi if it was just installed
+    cmake --build "$BUILD_DIR" -j "$JOBS" --target bench_handles bench_handles_static bench_callbacks
     "$BUILD_DIR/bench_handles" "${2:-1}"
     echo
     "$BUILD_DIR/bench_handles_static" "${2:-1}"
+    echo
+    "$BUILD_DIR/bench_callbacks" "${2:-1}"
     ;;
   *)
     echo "usage: ./build.sh demo | test | bench [scale]" >&2

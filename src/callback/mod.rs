@@ -28,7 +28,7 @@ use arch::{SLOT_BYTES, SLOT_OFFSET, SLOTS_PER_BLOCK, STUB_BYTES, TABLE_BYTES};
 /// Freed slots wait in a FIFO this long (in slots) before reuse, so a stale call is caught, not misrouted.
 pub const QUARANTINE: usize = 4096;
 /// Pending unregisters that trigger a grace period.
-pub const BATCH: usize = 64;
+pub const BATCH: usize = 256;
 
 /// A registration's function, userdata destroy, watermark and stale handlers, as C gives them.
 pub(crate) type RawFn = unsafe extern "C" fn();

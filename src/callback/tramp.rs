@@ -8,7 +8,7 @@
 //!    replaced, a static binary on a noexec mount, ...).
 //!
 //! `CBSLOT_TRAMPOLINES=file` or `=memfd` forces one source (for tests); unset, the file is tried first.
-//! Every new block's code is compared byte for byte with the table before it is used.
+//! The source's code is compared byte for byte with the table once, before its first block is used.
 
 use super::arch::{TABLE_BYTES, table, write_header};
 use crate::error::Error;
@@ -33,7 +33,7 @@ impl Source {
         candidates
             .iter()
             .filter_map(|open| open())
-            .find(|src| src.map_block().map(|b| unmap(b)).is_ok())
+            .find(|src| src.map_block().is_ok_and(|b| src.verify_and_unmap(b)))
             .ok_or(Error::Unsupported("no way to map trampoline code (neither the library file nor a memfd)"))
     }
 
@@ -67,19 +67,26 @@ impl Source {
                 libc::munmap(base, 2 * TABLE_BYTES);
                 return Err(no_mem);
             }
-            if core::slice::from_raw_parts(code as *const u8, TABLE_BYTES) != table() {
-                libc::munmap(base, 2 * TABLE_BYTES);
-                return Err(Error::Unsupported("trampoline source does not hold the stub table"));
-            }
             write_header(data as *mut u8);
             Ok(base as usize)
         }
     }
 }
 
-fn unmap(block: usize) {
-    // SAFETY: a block we just mapped and nobody else knows about.
-    unsafe { libc::munmap(block as *mut libc::c_void, 2 * TABLE_BYTES) };
+impl Source {
+    /// True if a trial block's code is byte for byte the table; unmaps the trial block.
+    ///
+    /// Done once per source: a memfd is sealed against writes, and the file is held open (a replaced file
+    /// keeps its old inode for us), so later blocks map the same bytes. Not comparing every block keeps the
+    /// code pages of unused stubs from being faulted in.
+    fn verify_and_unmap(&self, block: usize) -> bool {
+        // SAFETY: a block we just mapped and nobody else knows about.
+        unsafe {
+            let same = core::slice::from_raw_parts(block as *const u8, TABLE_BYTES) == table();
+            libc::munmap(block as *mut libc::c_void, 2 * TABLE_BYTES);
+            same
+        }
+    }
 }
 
 /// The file and offset the table was loaded from, per /proc/self/maps.
