@@ -31,6 +31,17 @@ static int add_cb(void *ud, int a, int b) {
 }
 static void destroy_nop(void *ud) { (void)ud; }
 
+/* The floor for any trampoline that must know when the call ends: a C wrapper that calls the real function
+ * through a pointer (not a tail call) and counts nesting in a thread-local, as cbslot's dispatcher does. */
+static int (*volatile wrapped)(void *, int, int) = add_cb;
+static _Thread_local long nesting;
+__attribute__((noinline)) static int c_wrapper(int a, int b) {
+  nesting++;
+  int r = wrapped(NULL, a, b);
+  nesting--;
+  return r;
+}
+
 typedef int (*add_fn)(int, int);
 
 typedef struct run {
@@ -130,11 +141,14 @@ int main(int argc, char **argv) {
     return 1;
   }
   double direct = one_thread(add_direct, iters), entry = one_thread((add_fn)e1, iters), two[2], two_direct[2];
+  double floor = one_thread(c_wrapper, iters);
   two_threads(add_direct, add_direct, iters, two_direct);
   two_threads((add_fn)e1, (add_fn)e2, iters, two);
   printf("## Calls: int f(int, int) through a pointer, ns per call (best of 5 x %ld)\n\n", iters);
   printf("| callee | 1 thread | 2 threads (per thread) | vs direct |\n|---|---|---|---|\n");
   printf("| direct function | %.2f | %.2f / %.2f | 1.00x |\n", direct, two_direct[0], two_direct[1]);
+  printf("| C wrapper calling it (floor for a call-tracking trampoline) | %.2f | | %.2fx |\n", floor,
+         floor / direct);
   printf("| cbslot entry | %.2f | %.2f / %.2f | %.2fx |\n", entry, two[0], two[1], entry / direct);
 #ifdef CBSLOT_HAVE_LIBFFI
   if (ffi_prep_cif(&cif, FFI_DEFAULT_ABI, 2, &ffi_type_sint, arg_types) != FFI_OK) return 1;
