@@ -16,14 +16,16 @@
 
 
 /**
- * Freed slots wait in a FIFO this long (in slots) before reuse, so a stale call is caught, not misrouted.
+ * Freed callback slots wait in a FIFO quarantine until this many later freed slots have queued behind
+ * them; only then is an entry reused for a new registration, so a late call is caught as stale meanwhile.
  */
-#define QUARANTINE 4096
+#define CB_QUARANTINE_SLOTS 4096
 
 /**
- * Pending unregisters that trigger a grace period.
+ * A grace period (which runs the due destroy notifications) starts after this many unregisters, and
+ * whenever `cb_barrier` or `cb_unregister_wait` needs one.
  */
-#define BATCH 64
+#define CB_GRACE_BATCH 256
 
 /**
  * Result of every fallible cbslot function.
@@ -237,11 +239,11 @@ enum cb_status cb_register(cb_fn fn, void *userdata, cb_destroy_fn destroy, cb_h
  * Unregisters a callback and returns at once. From the moment it returns, no new call through the entry
  * reaches `fn` (a late call is a stale call: see `cb_set_stale_handler`). Calls already inside `fn` on
  * other threads finish normally. `destroy(userdata)` runs exactly once, after the last of them has
- * returned, outside cbslot's locks, on whichever thread runs the next grace period: one runs whenever 64
- * unregisters are pending, and in `cb_barrier` and `cb_unregister_wait`.
+ * returned, outside cbslot's locks, on whichever thread runs the next grace period: one starts after every
+ * `CB_GRACE_BATCH` unregisters, and in `cb_barrier` and `cb_unregister_wait`.
  *
  * May be called from inside the callback itself (destroy runs after it returns). The entry's slot is
- * reused only after 4096 later unregisters have been reclaimed, so stale calls are caught meanwhile.
+ * reused only after `CB_QUARANTINE_SLOTS` later freed slots, so stale calls are caught meanwhile.
  *
  * Errors: `CB_ERR_INVALID_HANDLE` for 0, garbage, stale and already-unregistered handles, and for object
  * handles (`cb_handle_new`), with nothing changed. Thread-safe.

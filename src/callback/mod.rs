@@ -28,10 +28,8 @@ use std::collections::VecDeque;
 
 use arch::{SLOT_BYTES, SLOT_OFFSET, SLOTS_PER_BLOCK, STUB_BYTES, TABLE_BYTES};
 
-/// Freed slots wait in a FIFO this long (in slots) before reuse, so a stale call is caught, not misrouted.
-pub const QUARANTINE: usize = 4096;
-/// Pending unregisters that trigger a grace period.
-pub const BATCH: usize = 256;
+const QUARANTINE: usize = crate::ffi::CB_QUARANTINE_SLOTS as usize;
+const BATCH: usize = crate::ffi::CB_GRACE_BATCH as usize;
 
 /// A registration's function, userdata destroy, watermark and stale handlers, as C gives them.
 pub(crate) type RawFn = unsafe extern "C" fn();
