@@ -243,19 +243,8 @@ pub extern "C" fn cb_set_stale_handler(handler: cb_stale_fn, arg: *mut c_void) {
 pub extern "C" fn cb_get_stats(out_stats: *mut cb_stats) -> cb_status {
     ffi_status!("cb_get_stats", {
         let out = non_null(out_stats, "out_stats")?;
-        let s = CALLBACKS.stats();
-        let stats = cb_stats {
-            live: s.live,
-            peak: s.peak,
-            capacity: s.capacity,
-            registered_total: s.registered_total,
-            unregistered_total: s.unregistered_total,
-            destroyed_total: s.destroyed_total,
-            pending_destroy: s.pending_destroy,
-            stale_calls: s.stale_calls,
-        };
         // SAFETY: checked non-NULL.
-        unsafe { out.write(stats) };
+        unsafe { out.write(CALLBACKS.stats()) };
         Ok(())
     })
 }

@@ -19,6 +19,7 @@ pub(crate) mod inflight;
 mod tramp;
 
 use crate::error::Error;
+use crate::ffi::cb_stats;
 use crate::handle::{GEN_MAX, Kind, check_kind, pack};
 use crate::segvec::{SegVec, Zeroed};
 use core::ffi::c_void;
@@ -55,19 +56,6 @@ unsafe impl Zeroed for Meta {}
 struct DataSlot {
     func: AtomicUsize,
     userdata: AtomicUsize,
-}
-
-/// Counters reported by `cb_get_stats`.
-#[derive(Clone, Copy, Default, Debug)]
-pub(crate) struct Stats {
-    pub live: u64,
-    pub peak: u64,
-    pub capacity: u64,
-    pub registered_total: u64,
-    pub unregistered_total: u64,
-    pub destroyed_total: u64,
-    pub pending_destroy: u64,
-    pub stale_calls: u64,
 }
 
 struct Watermark {
@@ -112,7 +100,8 @@ struct Inner {
     /// Unregisters since the last grace period started (what triggers the next one).
     since_grace: usize,
     done: Done,
-    stats: Stats,
+    /// Counters, kept in the C API's own shape (`pending_destroy` and `stale_calls` are filled on read).
+    stats: cb_stats,
     limit: u64,
     watermark: Option<Watermark>,
     retired: u64,
@@ -149,7 +138,7 @@ impl Callbacks {
                 pending: Vec::new(),
                 since_grace: 0,
                 done: Done { base: 0, flags: VecDeque::new() },
-                stats: Stats {
+                stats: cb_stats {
                     live: 0,
                     peak: 0,
                     capacity: 0,
@@ -392,7 +381,7 @@ impl Callbacks {
         self.wait_until(|g| g.done.base >= target)
     }
 
-    pub(crate) fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> cb_stats {
         let g = self.inner.lock();
         let mut s = g.stats;
         s.pending_destroy = s.unregistered_total - s.destroyed_total;
