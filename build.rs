@@ -5,6 +5,7 @@
 //!   (`tests/header_drift.rs`, run by CTest) fails when the two differ, so a stale header never lands.
 //! * Cargo sets no SONAME; we pass `-soname libcbslot.so.<major>` to the linker and create the
 //!   `libcbslot.so.<major>` link beside the built library so programs linked against it run from the build tree.
+//!   The library is also linked `-z nodelete`.
 
 use std::env;
 use std::fs;
@@ -29,6 +30,9 @@ fn main() {
         let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
         let soname = format!("libcbslot.so.{major}");
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{soname}");
+        // Never unloaded by dlclose: mapped trampolines jump into the library's code, and a thread-exit
+        // destructor is registered with pthread.
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
         // $OUT_DIR is <target-dir>/[<triple>/]<profile>/build/cbslot-<hash>/out
         if let Some(profile_dir) = out_dir.ancestors().nth(3) {
             soname_link(profile_dir, &soname);

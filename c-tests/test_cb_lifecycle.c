@@ -304,7 +304,33 @@ static void bad_inputs(void) {
   CHECK(o.destroyed == 2);
 }
 
+/* ---- fork with a callback live: the child can call, register and unregister ---- */
+static void fork_child_uses_cbslot(void) {
+  obj o = {10, 0, 0, 0, 0, 0, NULL};
+  reg(&o, (cb_fn)plain);
+  fflush(NULL);
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    obj c = {20, 0, 0, 0, 0, 0, NULL};
+    int ok = ((int (*)(int))o.entry)(1) == 11;
+    ok &= cb_register((cb_fn)plain, &c, destroy_obj, &c.self, &c.entry) == CB_OK;
+    ok &= ((int (*)(int))c.entry)(1) == 21;
+    ok &= cb_unregister_wait(c.self) == CB_OK && c.destroyed == 1;
+    ok &= cb_unregister_wait(o.self) == CB_OK && o.destroyed == 1;
+    _exit(ok ? 0 : 1);
+  }
+  int status;
+  CHECK(waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(o.destroyed == 0); /* the child's unregister is the child's: the parent's registration is live */
+  CHECK(((int (*)(int))o.entry)(1) == 11);
+  CHECK_STATUS(CB_OK, cb_unregister_wait(o.self));
+  CHECK(o.destroyed == 1);
+}
+
 int main(void) {
+  fork_child_uses_cbslot();
   unregister_destroy_and_stale();
   default_stale_handler_aborts();
   unregister_from_inside();

@@ -115,7 +115,7 @@ fn live_for(s: u64, tag: u32) -> bool {
 /// A host object's destroy notification, stored as an address (0 = none).
 pub(crate) type DestroyFn = unsafe extern "C" fn(*mut c_void);
 
-struct Slot {
+pub(crate) struct Slot {
     state: AtomicU64,
     /// The object pointer while live; the next free index while on the free list.
     ptr: AtomicUsize,
@@ -132,7 +132,8 @@ const STALE: &str = "is stale: its object was released";
 
 pub(crate) struct Registry {
     kind: Kind,
-    slots: SegVec<Slot>,
+    /// A separate all-zero static, so the 512 KiB chunk table lands in .bss, not in the library file.
+    slots: &'static SegVec<Slot>,
     /// Free-list heads: ABA tag (high 32 bits) | index (low 32 bits), `NO_NEXT` index when empty.
     free: [FreeHead; SHARDS],
     /// Next never-used slot index.
@@ -169,14 +170,14 @@ fn my_shard() -> usize {
 pub(crate) const MAX_SLOTS: u64 = segvec::MAX_SLOTS - 1;
 
 impl Registry {
-    pub(crate) const fn new(kind: Kind) -> Self {
-        Self::with_max_slots(kind, MAX_SLOTS)
+    pub(crate) const fn new(kind: Kind, slots: &'static SegVec<Slot>) -> Self {
+        Self::with_max_slots(kind, slots, MAX_SLOTS)
     }
 
-    pub(crate) const fn with_max_slots(kind: Kind, max_slots: u64) -> Self {
+    pub(crate) const fn with_max_slots(kind: Kind, slots: &'static SegVec<Slot>, max_slots: u64) -> Self {
         Registry {
             kind,
-            slots: SegVec::new(),
+            slots,
             free: [const { FreeHead(AtomicU64::new(NO_NEXT)) }; SHARDS],
             fresh: AtomicU64::new(0),
             max_slots,
@@ -342,7 +343,8 @@ impl Registry {
 }
 
 /// The process-wide registry behind `cb_handle_*`.
-pub(crate) static OBJECTS: Registry = Registry::new(Kind::Object);
+pub(crate) static OBJECTS: Registry = Registry::new(Kind::Object, &OBJECT_SLOTS);
+static OBJECT_SLOTS: SegVec<Slot> = SegVec::new();
 
 #[cfg(test)]
 mod tests {
@@ -370,7 +372,8 @@ mod tests {
 
     #[test]
     fn release_bumps_generation_and_reuses_slot() {
-        static R: Registry = Registry::with_max_slots(Kind::Object, 4);
+        static S: SegVec<Slot> = SegVec::new();
+        static R: Registry = Registry::with_max_slots(Kind::Object, &S, 4);
         let r = &R;
         let a = r.insert(1 as *mut c_void, None).unwrap();
         r.release(a).unwrap();
@@ -385,7 +388,8 @@ mod tests {
 
     #[test]
     fn capacity_is_enforced_and_slots_come_back() {
-        static R: Registry = Registry::with_max_slots(Kind::Object, 3);
+        static S: SegVec<Slot> = SegVec::new();
+        static R: Registry = Registry::with_max_slots(Kind::Object, &S, 3);
         let r = &R;
         let hs: Vec<u64> = (0..3).map(|i| r.insert(i as *mut c_void, None).unwrap()).collect();
         assert_eq!(r.insert(9 as *mut c_void, None).unwrap_err().status(), cb_status::CB_ERR_CAPACITY);
@@ -397,7 +401,8 @@ mod tests {
 
     #[test]
     fn a_slot_whose_generation_is_used_up_is_retired_not_wrapped() {
-        static R: Registry = Registry::with_max_slots(Kind::Object, 2);
+        static S: SegVec<Slot> = SegVec::new();
+        static R: Registry = Registry::with_max_slots(Kind::Object, &S, 2);
         let r = &R;
         let h = r.insert(core::ptr::null_mut(), None).unwrap();
         let slot = r.slots.get(unpack(h).2).unwrap();
@@ -417,7 +422,8 @@ mod tests {
 
     #[test]
     fn refcount_and_destroy_once() {
-        static R: Registry = Registry::new(Kind::Object);
+        static S: SegVec<Slot> = SegVec::new();
+        static R: Registry = Registry::new(Kind::Object, &S);
         let r = &R;
         let before = DESTROYED.load(Relaxed);
         let h = r.insert(5 as *mut c_void, Some(count_destroy)).unwrap();
@@ -434,7 +440,8 @@ mod tests {
 
     #[test]
     fn refcount_overflow_is_capacity() {
-        static R: Registry = Registry::new(Kind::Object);
+        static S: SegVec<Slot> = SegVec::new();
+        static R: Registry = Registry::new(Kind::Object, &S);
         let r = &R;
         let h = r.insert(core::ptr::null_mut(), None).unwrap();
         let slot = r.slots.get(unpack(h).2).unwrap();
@@ -446,7 +453,8 @@ mod tests {
 
     #[test]
     fn concurrent_insert_release_never_hands_out_a_slot_twice() {
-        static R: Registry = Registry::new(Kind::Object);
+        static S: SegVec<Slot> = SegVec::new();
+        static R: Registry = Registry::new(Kind::Object, &S);
         let r = &R;
         std::thread::scope(|s| {
             for t in 0..4usize {

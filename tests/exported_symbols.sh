@@ -27,6 +27,7 @@ for f in cb_status_str cb_last_error cb_version cb_handle_new cb_handle_get cb_h
   printf '%s\n' "$syms" | grep -qx "$f" || { echo "FAIL: $f is not exported"; exit 1; }
 done
 soname=$(objdump -p "$lib" | awk '/SONAME/ {print $2}')
+readelf -d "$lib" | grep -q 'FLAGS_1.*NODELETE' || { echo "FAIL: not linked -z nodelete"; exit 1; }
 case $soname in libcbslot.so.[0-9]*) ;; *) echo "FAIL: SONAME is '$soname'"; exit 1;; esac
 echo "exported: $(printf '%s\n' "$syms" | wc -l) symbols, all cb_*/vde_*; SONAME $soname"
 echo "header: $(printf '%s\n' "$names" | wc -l) names, all in cbslot's namespaces"

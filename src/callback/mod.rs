@@ -111,9 +111,10 @@ pub(crate) struct Callbacks {
     inner: Mutex<Inner>,
     /// Held while a grace period decides what to destroy (not while destroys run).
     grace: Mutex<()>,
-    meta: SegVec<Meta>,
+    /// Separate all-zero statics, so their 512 KiB chunk tables land in .bss, not in the library file.
+    meta: &'static SegVec<Meta>,
     /// Block number → address of its code.
-    blocks: SegVec<AtomicUsize>,
+    blocks: &'static SegVec<AtomicUsize>,
     stale_calls: AtomicU64,
     stale_handler: Mutex<(Option<StaleFn>, usize)>,
 }
@@ -122,6 +123,8 @@ pub(crate) struct Callbacks {
 unsafe impl Zeroed for AtomicUsize {}
 
 pub(crate) static CALLBACKS: Callbacks = Callbacks::new();
+static META: SegVec<Meta> = SegVec::new();
+static BLOCKS: SegVec<AtomicUsize> = SegVec::new();
 
 fn state(tag: u32, status: u32) -> u64 {
     (tag as u64) << 32 | status as u64
@@ -153,8 +156,8 @@ impl Callbacks {
                 retired: 0,
             }),
             grace: Mutex::new(()),
-            meta: SegVec::new(),
-            blocks: SegVec::new(),
+            meta: &META,
+            blocks: &BLOCKS,
             stale_calls: AtomicU64::new(0),
             stale_handler: Mutex::new((None, 0)),
         }
