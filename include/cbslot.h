@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/time.h>
 
 /** Version of the cbslot headers, from Cargo.toml. */
 #define CBSLOT_VERSION "0.1.0"
@@ -26,6 +27,26 @@
  * whenever `cb_barrier` or `cb_unregister_wait` needs one.
  */
 #define CB_GRACE_BATCH 256
+
+/**
+ * Fires on timeout.
+ */
+#define VDE_EV_TIMEOUT 1
+
+/**
+ * Fires when the fd is readable.
+ */
+#define VDE_EV_READ 2
+
+/**
+ * Fires when the fd is writable.
+ */
+#define VDE_EV_WRITE 4
+
+/**
+ * Keeps firing until deleted (without it, an event fires once).
+ */
+#define VDE_EV_PERSIST 16
 
 /**
  * Result of every fallible cbslot function.
@@ -74,6 +95,23 @@ typedef enum cb_status {
 } cb_status;
 
 /**
+ * An opaque built-in event loop. Like contexts, its pointers are not addresses: a freed or garbage loop is
+ * detected (`CB_ERR_INVALID_ARG`), never dereferenced.
+ */
+typedef struct cb_loop cb_loop;
+
+/**
+ * An opaque VDE3 context. cbslot's pointers to it are not addresses: a deleted or garbage context is
+ * detected (EINVAL), never dereferenced.
+ */
+typedef struct vde_context vde_context;
+
+/**
+ * A generic C function pointer; cast to and from the real signature.
+ */
+typedef void (*cb_fn)(void);
+
+/**
  * Destroy notification: called exactly once with the registered `userdata`/`ptr` when its lifetime ends.
  * It runs on the thread that ended the lifetime, outside cbslot's internal locks, so it may call cbslot.
  * It must not unwind (no C++ exception or longjmp out of it).
@@ -87,11 +125,6 @@ typedef void (*cb_destroy_fn)(void *userdata);
  * newer object. Any 64-bit value may be passed back safely: an invalid one gives `CB_ERR_INVALID_HANDLE`.
  */
 typedef uint64_t cb_handle;
-
-/**
- * A generic C function pointer; cast to and from the real signature.
- */
-typedef void (*cb_fn)(void);
 
 /**
  * Called when an entry is called after its registration is gone (`entry` is the function pointer that was
@@ -142,6 +175,34 @@ typedef struct cb_stats {
  */
 typedef void (*cb_watermark_fn)(uint64_t live, void *arg);
 
+/**
+ * The callback of an event or timeout: `fd` (-1 for timeouts), what happened (`VDE_EV_*`), the user's `arg`.
+ */
+typedef void (*vde_event_cb)(int fd, short events, void *arg);
+
+/**
+ * The host event loop's four functions, as VDE3 defines them. `vde_context_init` copies the struct: it
+ * may be freed (or garbage-collected) as soon as init returns.
+ */
+typedef struct vde_event_handler {
+  /**
+   * Watch `fd` for `events` (and/or `timeout`, may be NULL); call `cb(fd, what, arg)`; return a token.
+   */
+  void *(*event_add)(int fd, short events, const struct timeval *timeout, vde_event_cb cb, void *arg);
+  /**
+   * Stop and free the event named by a token from `event_add`.
+   */
+  void (*event_del)(void *ev);
+  /**
+   * Call `cb(-1, VDE_EV_TIMEOUT, arg)` after `timeout` (repeatedly with `VDE_EV_PERSIST`); return a token.
+   */
+  void *(*timeout_add)(const struct timeval *timeout, short events, vde_event_cb cb, void *arg);
+  /**
+   * Stop and free the timeout named by a token from `timeout_add`.
+   */
+  void (*timeout_del)(void *tout);
+} vde_event_handler;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -168,49 +229,6 @@ const char *cb_last_error(void);
  * against). Static, never NULL.
  */
 const char *cb_version(void);
-
-/**
- * Registers a host object `ptr` and returns a new handle for it in `*out_handle`, holding one reference.
- *
- * `ptr` is opaque to cbslot and may be NULL. `destroy` (may be NULL) runs exactly once, with `ptr`, when the
- * last reference is released (see `cb_handle_release`).
- *
- * Errors: `CB_ERR_NULL_ARG` if `out_handle` is NULL; `CB_ERR_CAPACITY` when all 4,294,967,295 slots are in use;
- * `CB_ERR_NO_MEMORY` if the table cannot grow. On error `*out_handle` is not written and nothing is registered.
- * Thread-safe.
- */
-enum cb_status cb_handle_new(void *ptr, cb_destroy_fn destroy, cb_handle *out_handle);
-
-/**
- * Looks up the object registered under `handle` and writes its pointer to `*out_ptr`.
- *
- * The pointer is the caller's own object; cbslot does not keep it alive. It stays valid for as long as the
- * caller (or someone it trusts) holds a reference to `handle`: with no reference held, another thread may
- * release the last one and destroy the object right after this call returns.
- *
- * Errors: `CB_ERR_NULL_ARG` if `out_ptr` is NULL; `CB_ERR_INVALID_HANDLE` for 0, garbage, stale or released
- * handles and handles of another kind. `*out_ptr` is written only on success.
- * Lock-free, allocation-free and async-signal-safe on success; safe to call concurrently with anything.
- */
-enum cb_status cb_handle_get(cb_handle handle, void **out_ptr);
-
-/**
- * Adds a reference to `handle`. Each reference is given back with one `cb_handle_release`.
- *
- * Errors: `CB_ERR_INVALID_HANDLE` as for `cb_handle_get` (a handle whose last reference is gone cannot be
- * revived); `CB_ERR_CAPACITY` if the count would pass 4,294,967,295. Lock-free and allocation-free.
- */
-enum cb_status cb_handle_retain(cb_handle handle);
-
-/**
- * Drops a reference to `handle`. The last release invalidates the handle at once, then runs `destroy(ptr)`
- * exactly once on this thread, outside any cbslot lock, before returning (destroy may call any cbslot
- * function, including releasing other handles or creating new ones).
- *
- * Errors: `CB_ERR_INVALID_HANDLE` for 0, garbage, stale, already released (double release) handles and handles
- * of another kind; nothing else is touched. Thread-safe.
- */
-enum cb_status cb_handle_release(cb_handle handle);
 
 /**
  * Registers `fn` with `userdata` and returns a new, unique bare C function pointer in `*out_entry` and the
@@ -298,6 +316,170 @@ enum cb_status cb_set_limit(uint64_t max_live);
  * Errors: `CB_ERR_INVALID_ARG` if `threshold` is 0 with a non-NULL `fn`.
  */
 enum cb_status cb_set_watermark(uint64_t threshold, cb_watermark_fn fn, void *arg);
+
+/**
+ * Creates an epoll-based event loop (fd events, one-shot and persistent timeouts) and stores it in
+ * `*out_loop`. It registers four cbslot callbacks (its `vde_event_handler` functions, bound to this loop).
+ *
+ * Errors: `CB_ERR_NULL_ARG`; `CB_ERR_NO_MEMORY` (no descriptors or memory); `CB_ERR_UNSUPPORTED` where
+ * cbslot has no trampolines. Threading: run a loop on one thread at a time; see `cb_loop_run`.
+ */
+enum cb_status cb_loop_new(struct cb_loop **out_loop);
+
+/**
+ * Fills `*out_handler` with this loop's four functions, ready for `vde_context_init`. They are bare
+ * function pointers (cbslot entries) bound to this loop; they stay valid until `cb_loop_free`. They may be
+ * called from any thread; a timeout added while the loop sleeps wakes it.
+ *
+ * Errors: `CB_ERR_NULL_ARG`; `CB_ERR_INVALID_ARG` for a NULL, freed or garbage loop.
+ */
+enum cb_status cb_loop_handler(struct cb_loop *lp, struct vde_event_handler *out_handler);
+
+/**
+ * Runs the loop on the calling thread until `cb_loop_stop` is called or no event or timeout is left.
+ * Callbacks run on this thread with no loop lock held: they may add and delete events (their own too),
+ * and stop the loop. A non-persistent event is removed just before its callback runs.
+ *
+ * Errors: `CB_ERR_INVALID_ARG` for a bad loop, or if the loop is already running (on any thread).
+ */
+enum cb_status cb_loop_run(struct cb_loop *lp);
+
+/**
+ * Runs one round: waits up to `timeout_ms` (-1: until the next event or timeout is due; 0: just polls)
+ * for events, then runs the callbacks of everything ready and of every timeout due. Returns at once when
+ * nothing is registered. The number of callbacks run goes to `*out_dispatched` (may be NULL).
+ *
+ * Errors: `CB_ERR_INVALID_ARG` for a bad loop or `timeout_ms` < -1.
+ */
+enum cb_status cb_loop_run_once(struct cb_loop *lp, int timeout_ms, size_t *out_dispatched);
+
+/**
+ * Makes `cb_loop_run` return after the callbacks of the current round (or at once if it is sleeping).
+ * Callable from any thread and from callbacks; if the loop is not running, the next `cb_loop_run` returns
+ * at once. Errors: `CB_ERR_INVALID_ARG` for a bad loop.
+ */
+enum cb_status cb_loop_stop(struct cb_loop *lp);
+
+/**
+ * Number of events and timeouts registered on the loop, in `*out_count`.
+ * Errors: `CB_ERR_NULL_ARG`; `CB_ERR_INVALID_ARG` for a bad loop.
+ */
+enum cb_status cb_loop_pending(struct cb_loop *lp, size_t *out_count);
+
+/**
+ * Frees the loop: unregisters its four functions (calls through them afterwards are stale calls) and
+ * closes its descriptors. Registrations still in it are dropped without being called: `vde_context_fini`
+ * the contexts using it first. NULL is a no-op (`CB_OK`).
+ *
+ * Errors: `CB_ERR_INVALID_ARG` for a freed or garbage loop, or while it runs.
+ */
+enum cb_status cb_loop_free(struct cb_loop *lp);
+
+/**
+ * Registers a host object `ptr` and returns a new handle for it in `*out_handle`, holding one reference.
+ *
+ * `ptr` is opaque to cbslot and may be NULL. `destroy` (may be NULL) runs exactly once, with `ptr`, when the
+ * last reference is released (see `cb_handle_release`).
+ *
+ * Errors: `CB_ERR_NULL_ARG` if `out_handle` is NULL; `CB_ERR_CAPACITY` when all 4,294,967,295 slots are in use;
+ * `CB_ERR_NO_MEMORY` if the table cannot grow. On error `*out_handle` is not written and nothing is registered.
+ * Thread-safe.
+ */
+enum cb_status cb_handle_new(void *ptr, cb_destroy_fn destroy, cb_handle *out_handle);
+
+/**
+ * Looks up the object registered under `handle` and writes its pointer to `*out_ptr`.
+ *
+ * The pointer is the caller's own object; cbslot does not keep it alive. It stays valid for as long as the
+ * caller (or someone it trusts) holds a reference to `handle`: with no reference held, another thread may
+ * release the last one and destroy the object right after this call returns.
+ *
+ * Errors: `CB_ERR_NULL_ARG` if `out_ptr` is NULL; `CB_ERR_INVALID_HANDLE` for 0, garbage, stale or released
+ * handles and handles of another kind. `*out_ptr` is written only on success.
+ * Lock-free, allocation-free and async-signal-safe on success; safe to call concurrently with anything.
+ */
+enum cb_status cb_handle_get(cb_handle handle, void **out_ptr);
+
+/**
+ * Adds a reference to `handle`. Each reference is given back with one `cb_handle_release`.
+ *
+ * Errors: `CB_ERR_INVALID_HANDLE` as for `cb_handle_get` (a handle whose last reference is gone cannot be
+ * revived); `CB_ERR_CAPACITY` if the count would pass 4,294,967,295. Lock-free and allocation-free.
+ */
+enum cb_status cb_handle_retain(cb_handle handle);
+
+/**
+ * Drops a reference to `handle`. The last release invalidates the handle at once, then runs `destroy(ptr)`
+ * exactly once on this thread, outside any cbslot lock, before returning (destroy may call any cbslot
+ * function, including releasing other handles or creating new ones).
+ *
+ * Errors: `CB_ERR_INVALID_HANDLE` for 0, garbage, stale, already released (double release) handles and handles
+ * of another kind; nothing else is touched. Thread-safe.
+ */
+enum cb_status cb_handle_release(cb_handle handle);
+
+/**
+ * Creates a context and stores it in `*ctx`. Returns 0, or -1 with errno EINVAL (`ctx` NULL) or ENOMEM.
+ */
+int vde_context_new(struct vde_context **ctx);
+
+/**
+ * Initialises `ctx` with a *copy* of `*handler` and a deep copy of `modules_path` (a NULL-terminated
+ * array of strings, may be NULL). Nothing the caller passed is referenced after this returns.
+ *
+ * Returns 0, or -1 with errno EINVAL: `ctx` NULL, deleted or garbage; `handler` NULL or any of its four
+ * functions NULL; `ctx` already initialised (re-init is an error, also after fini).
+ */
+int vde_context_init(struct vde_context *ctx, const struct vde_event_handler *handler, char **modules_path);
+
+/**
+ * The `index`-th module path copied by `vde_context_init`, or NULL past the end (errno untouched) or on
+ * error (errno EINVAL). The string belongs to the context: valid until `vde_context_fini`/`_delete`.
+ */
+const char *vde_context_module_path(struct vde_context *ctx, size_t index);
+
+/**
+ * Ends every event and timeout still registered, through the host's `event_del`/`timeout_del` (each host
+ * token exactly once); nothing registered through `ctx` fires afterwards, even if the host loop fires late.
+ * Errors (errno EINVAL, nothing done): `ctx` NULL, deleted or garbage, or already finished.
+ */
+void vde_context_fini(struct vde_context *ctx);
+
+/**
+ * Frees `ctx` (running `vde_context_fini` first if it is initialised). NULL is a no-op. A deleted or
+ * garbage `ctx` sets errno EINVAL and does nothing. The memory goes once no other call on `ctx` is running.
+ */
+void vde_context_delete(struct vde_context *ctx);
+
+/**
+ * Registers `cb(fd, what, arg)` for `events` (`VDE_EV_READ`, `VDE_EV_WRITE`, `VDE_EV_PERSIST`) on `fd`,
+ * with an optional `timeout` (fires with `VDE_EV_TIMEOUT`). The host loop gets a cbslot callback and
+ * argument; `cb` runs with the caller's own `arg`. Without `VDE_EV_PERSIST` the event ends after it fires
+ * once. Returns cbslot's token for the event (not the host's), or NULL with errno: EINVAL (bad `ctx`, not
+ * initialised, `cb` NULL, `fd` < 0, unknown bits in `events`), or the host's errno (EIO if it set none)
+ * when the host's `event_add` fails.
+ */
+void *vde_context_event_add(struct vde_context *ctx, int fd, short events, const struct timeval *timeout, vde_event_cb cb, void *arg);
+
+/**
+ * Registers `cb(-1, VDE_EV_TIMEOUT, arg)` to run after `timeout` (repeatedly with `VDE_EV_PERSIST` in
+ * `events`). Returns cbslot's token, or NULL with errno as for `vde_context_event_add` (`timeout` NULL is
+ * EINVAL).
+ */
+void *vde_context_timeout_add(struct vde_context *ctx, const struct timeval *timeout, short events, vde_event_cb cb, void *arg);
+
+/**
+ * Deletes an event registered with `vde_context_event_add` on `ctx`: its callback never runs again, and
+ * the host's `event_del` gets the host's token (once). Safe from inside the event's own callback.
+ * Deleting twice, a finished one-shot event, a timeout's token, another context's token or garbage is a
+ * no-op with errno EINVAL and `cb_last_error()` set.
+ */
+void vde_context_event_del(struct vde_context *ctx, void *ev);
+
+/**
+ * Deletes a timeout registered with `vde_context_timeout_add`; as `vde_context_event_del`.
+ */
+void vde_context_timeout_del(struct vde_context *ctx, void *tout);
 
 #ifdef __cplusplus
 }  // extern "C"

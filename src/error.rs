@@ -76,6 +76,8 @@ pub(crate) enum Error {
     Unsupported(&'static str),
     /// The call would wait for itself: why.
     WouldDeadlock(&'static str),
+    /// A host function (event loop, system call) failed: which (errno is the host's).
+    Host(&'static str),
 }
 
 impl Error {
@@ -88,6 +90,7 @@ impl Error {
             Error::InvalidArg(_) => cb_status::CB_ERR_INVALID_ARG,
             Error::Unsupported(_) => cb_status::CB_ERR_UNSUPPORTED,
             Error::WouldDeadlock(_) => cb_status::CB_ERR_WOULD_DEADLOCK,
+            Error::Host(_) => cb_status::CB_ERR_INVALID_ARG,
         }
     }
 }
@@ -99,7 +102,9 @@ impl fmt::Display for Error {
             Error::InvalidHandle(h, why) => write!(f, "handle {h:#018x} {why}"),
             Error::Capacity(what) => write!(f, "{what}"),
             Error::NoMemory(what) => write!(f, "out of memory: {what}"),
-            Error::InvalidArg(what) | Error::Unsupported(what) | Error::WouldDeadlock(what) => write!(f, "{what}"),
+            Error::InvalidArg(what) | Error::Unsupported(what) | Error::WouldDeadlock(what) | Error::Host(what) => {
+                write!(f, "{what}")
+            }
         }
     }
 }
@@ -196,7 +201,7 @@ macro_rules! ffi_status {
 /// Runs the body of an exported function that returns a value (not a status) inside the panic boundary;
 /// a panic is recorded and turns into `$on_panic`.
 macro_rules! ffi_value {
-    ($name:literal, $on_panic:expr, $body:block) => {{
+    ($name:expr, $on_panic:expr, $body:block) => {{
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| $body)) {
             Ok(v) => v,
             Err(payload) => {

@@ -43,6 +43,12 @@ pub(crate) enum Kind {
     Object = 0xC1,
     /// A callback registered with `cb_register`.
     Callback = 0xC2,
+    /// A `vde_context`.
+    Context = 0xC3,
+    /// An event or timeout registered through a `vde_context` (its token).
+    Event = 0xC4,
+    /// A built-in event loop (`cb_loop`).
+    Loop = 0xC5,
 }
 
 pub(crate) const GEN_BITS: u32 = 24;

@@ -10,9 +10,11 @@
 
 pub(crate) mod callback;
 pub mod error;
+pub(crate) mod evloop;
 pub mod ffi;
 pub(crate) mod handle;
 pub(crate) mod segvec;
+pub(crate) mod vde;
 
 pub use error::cb_status;
 pub use ffi::*;

@@ -1,0 +1,250 @@
+//! The VDE3 context API (`vde_context_*`). VDE3 conventions: `int` functions return 0 or -1 with `errno`
+//! set, pointer functions return NULL with `errno` set; `cb_last_error()` says more in both cases.
+
+use crate::error::{Error, ffi_value, set_last_error};
+use crate::vde::{self, EventCb, Handler};
+use core::ffi::{c_char, c_int, c_short, c_void};
+
+pub use crate::vde::{VDE_EV_PERSIST, VDE_EV_READ, VDE_EV_TIMEOUT, VDE_EV_WRITE};
+
+/// The callback of an event or timeout: `fd` (-1 for timeouts), what happened (`VDE_EV_*`), the user's `arg`.
+#[allow(non_camel_case_types)]
+pub type vde_event_cb = Option<unsafe extern "C" fn(fd: c_int, events: c_short, arg: *mut c_void)>;
+
+/// The host event loop's four functions, as VDE3 defines them. `vde_context_init` copies the struct: it
+/// may be freed (or garbage-collected) as soon as init returns.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct vde_event_handler {
+    /// Watch `fd` for `events` (and/or `timeout`, may be NULL); call `cb(fd, what, arg)`; return a token.
+    pub event_add: Option<
+        unsafe extern "C" fn(
+            fd: c_int,
+            events: c_short,
+            timeout: *const libc::timeval,
+            cb: vde_event_cb,
+            arg: *mut c_void,
+        ) -> *mut c_void,
+    >,
+    /// Stop and free the event named by a token from `event_add`.
+    pub event_del: Option<unsafe extern "C" fn(ev: *mut c_void)>,
+    /// Call `cb(-1, VDE_EV_TIMEOUT, arg)` after `timeout` (repeatedly with `VDE_EV_PERSIST`); return a token.
+    pub timeout_add: Option<
+        unsafe extern "C" fn(timeout: *const libc::timeval, events: c_short, cb: vde_event_cb, arg: *mut c_void) -> *mut c_void,
+    >,
+    /// Stop and free the timeout named by a token from `timeout_add`.
+    pub timeout_del: Option<unsafe extern "C" fn(tout: *mut c_void)>,
+}
+
+/// An opaque VDE3 context. cbslot's pointers to it are not addresses: a deleted or garbage context is
+/// detected (EINVAL), never dereferenced.
+#[allow(non_camel_case_types)]
+pub struct vde_context {
+    _private: [u8; 0],
+}
+
+fn set_errno(e: c_int) {
+    // SAFETY: errno is thread-local.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// Records `err` for `cb_last_error()`, sets errno (the host's own errno is kept for host failures).
+fn fail(function: &str, err: Error) {
+    let host_errno = unsafe { *libc::__errno_location() };
+    set_last_error(function, format_args!("{err}"));
+    set_errno(match err {
+        Error::NoMemory(_) | Error::Capacity(_) => libc::ENOMEM,
+        Error::Host(_) if host_errno != 0 => host_errno,
+        Error::Host(_) => libc::EIO,
+        _ => libc::EINVAL,
+    });
+}
+
+fn handle_of(ctx: *mut vde_context) -> u64 {
+    ctx as usize as u64
+}
+
+/// Runs an `int`-returning VDE function body: `Ok` -> 0, `Err` -> -1 with errno and `cb_last_error()`.
+macro_rules! vde_int {
+    ($name:literal, $body:block) => {
+        ffi_value!($name, { set_errno(libc::EIO); -1 }, {
+            let run = || -> Result<(), Error> { $body };
+            match run() {
+                Ok(()) => 0,
+                Err(e) => {
+                    fail($name, e);
+                    -1
+                }
+            }
+        })
+    };
+}
+
+/// Like `vde_int!` for functions returning nothing (errors only set errno and `cb_last_error()`).
+macro_rules! vde_void {
+    ($name:literal, $body:block) => {
+        ffi_value!($name, set_errno(libc::EIO), {
+            let run = || -> Result<(), Error> { $body };
+            if let Err(e) = run() {
+                fail($name, e);
+            }
+        })
+    };
+}
+
+/// Creates a context and stores it in `*ctx`. Returns 0, or -1 with errno EINVAL (`ctx` NULL) or ENOMEM.
+#[unsafe(no_mangle)]
+pub extern "C" fn vde_context_new(ctx: *mut *mut vde_context) -> c_int {
+    vde_int!("vde_context_new", {
+        if ctx.is_null() {
+            return Err(Error::NullArg("ctx"));
+        }
+        let h = vde::new_context()?;
+        // SAFETY: checked non-NULL.
+        unsafe { ctx.write(h as usize as *mut vde_context) };
+        Ok(())
+    })
+}
+
+/// Initialises `ctx` with a *copy* of `*handler` and a deep copy of `modules_path` (a NULL-terminated
+/// array of strings, may be NULL). Nothing the caller passed is referenced after this returns.
+///
+/// Returns 0, or -1 with errno EINVAL: `ctx` NULL, deleted or garbage; `handler` NULL or any of its four
+/// functions NULL; `ctx` already initialised (re-init is an error, also after fini).
+#[unsafe(no_mangle)]
+pub extern "C" fn vde_context_init(
+    ctx: *mut vde_context,
+    handler: *const vde_event_handler,
+    modules_path: *mut *mut c_char,
+) -> c_int {
+    vde_int!("vde_context_init", {
+        if handler.is_null() {
+            return Err(Error::NullArg("handler"));
+        }
+        // SAFETY: checked non-NULL; copied by value right here.
+        let h = unsafe { &*handler };
+        let copy = match (h.event_add, h.event_del, h.timeout_add, h.timeout_del) {
+            (Some(event_add), Some(event_del), Some(timeout_add), Some(timeout_del)) => {
+                // SAFETY: same signatures; `vde_event_cb` is an `Option<EventCb>`.
+                Handler {
+                    event_add: unsafe { core::mem::transmute(event_add) },
+                    event_del,
+                    timeout_add: unsafe { core::mem::transmute(timeout_add) },
+                    timeout_del,
+                }
+            }
+            _ => return Err(Error::NullArg("handler member (all four functions are required)")),
+        };
+        // SAFETY: the caller passes a NULL-terminated array of strings, or NULL.
+        unsafe { vde::init(handle_of(ctx), copy, modules_path as *const *const c_char) }
+    })
+}
+
+/// The `index`-th module path copied by `vde_context_init`, or NULL past the end (errno untouched) or on
+/// error (errno EINVAL). The string belongs to the context: valid until `vde_context_fini`/`_delete`.
+#[unsafe(no_mangle)]
+pub extern "C" fn vde_context_module_path(ctx: *mut vde_context, index: usize) -> *const c_char {
+    ffi_value!("vde_context_module_path", core::ptr::null(), {
+        vde::module_path(handle_of(ctx), index).unwrap_or_else(|e| {
+            fail("vde_context_module_path", e);
+            core::ptr::null()
+        })
+    })
+}
+
+/// Ends every event and timeout still registered, through the host's `event_del`/`timeout_del` (each host
+/// token exactly once); nothing registered through `ctx` fires afterwards, even if the host loop fires late.
+/// Errors (errno EINVAL, nothing done): `ctx` NULL, deleted or garbage, or already finished.
+#[unsafe(no_mangle)]
+pub extern "C" fn vde_context_fini(ctx: *mut vde_context) {
+    vde_void!("vde_context_fini", { vde::fini(handle_of(ctx)) })
+}
+
+/// Frees `ctx` (running `vde_context_fini` first if it is initialised). NULL is a no-op. A deleted or
+/// garbage `ctx` sets errno EINVAL and does nothing. The memory goes once no other call on `ctx` is running.
+#[unsafe(no_mangle)]
+pub extern "C" fn vde_context_delete(ctx: *mut vde_context) {
+    vde_void!("vde_context_delete", {
+        if ctx.is_null() {
+            return Ok(());
+        }
+        vde::delete(handle_of(ctx))
+    })
+}
+
+/// Registers `cb(fd, what, arg)` for `events` (`VDE_EV_READ`, `VDE_EV_WRITE`, `VDE_EV_PERSIST`) on `fd`,
+/// with an optional `timeout` (fires with `VDE_EV_TIMEOUT`). The host loop gets a cbslot callback and
+/// argument; `cb` runs with the caller's own `arg`. Without `VDE_EV_PERSIST` the event ends after it fires
+/// once. Returns cbslot's token for the event (not the host's), or NULL with errno: EINVAL (bad `ctx`, not
+/// initialised, `cb` NULL, `fd` < 0, unknown bits in `events`), or the host's errno (EIO if it set none)
+/// when the host's `event_add` fails.
+#[unsafe(no_mangle)]
+pub extern "C" fn vde_context_event_add(
+    ctx: *mut vde_context,
+    fd: c_int,
+    events: c_short,
+    timeout: *const libc::timeval,
+    cb: vde_event_cb,
+    arg: *mut c_void,
+) -> *mut c_void {
+    add("vde_context_event_add", ctx, Some(fd), events, timeout, cb, arg)
+}
+
+/// Registers `cb(-1, VDE_EV_TIMEOUT, arg)` to run after `timeout` (repeatedly with `VDE_EV_PERSIST` in
+/// `events`). Returns cbslot's token, or NULL with errno as for `vde_context_event_add` (`timeout` NULL is
+/// EINVAL).
+#[unsafe(no_mangle)]
+pub extern "C" fn vde_context_timeout_add(
+    ctx: *mut vde_context,
+    timeout: *const libc::timeval,
+    events: c_short,
+    cb: vde_event_cb,
+    arg: *mut c_void,
+) -> *mut c_void {
+    add("vde_context_timeout_add", ctx, None, events, timeout, cb, arg)
+}
+
+fn add(
+    name: &'static str,
+    ctx: *mut vde_context,
+    fd: Option<c_int>,
+    events: c_short,
+    timeout: *const libc::timeval,
+    cb: vde_event_cb,
+    arg: *mut c_void,
+) -> *mut c_void {
+    ffi_value!(name, core::ptr::null_mut(), {
+        let run = || -> Result<u64, Error> {
+            let cb: EventCb = cb.ok_or(Error::NullArg("cb"))?;
+            if fd.is_some_and(|fd| fd < 0) {
+                return Err(Error::InvalidArg("fd is negative"));
+            }
+            if fd.is_none() && timeout.is_null() {
+                return Err(Error::NullArg("timeout"));
+            }
+            vde::add(handle_of(ctx), fd, events, timeout, cb, arg)
+        };
+        run().map_or_else(
+            |e| {
+                fail(name, e);
+                core::ptr::null_mut()
+            },
+            |ev| ev as usize as *mut c_void,
+        )
+    })
+}
+
+/// Deletes an event registered with `vde_context_event_add` on `ctx`: its callback never runs again, and
+/// the host's `event_del` gets the host's token (once). Safe from inside the event's own callback.
+/// Deleting twice, a finished one-shot event, a timeout's token, another context's token or garbage is a
+/// no-op with errno EINVAL and `cb_last_error()` set.
+#[unsafe(no_mangle)]
+pub extern "C" fn vde_context_event_del(ctx: *mut vde_context, ev: *mut c_void) {
+    vde_void!("vde_context_event_del", { vde::del(handle_of(ctx), ev as usize as u64, false) })
+}
+
+/// Deletes a timeout registered with `vde_context_timeout_add`; as `vde_context_event_del`.
+#[unsafe(no_mangle)]
+pub extern "C" fn vde_context_timeout_del(ctx: *mut vde_context, tout: *mut c_void) {
+    vde_void!("vde_context_timeout_del", { vde::del(handle_of(ctx), tout as usize as u64, true) })
+}

@@ -1,0 +1,325 @@
+//! The VDE3 context: a copy of the caller's `vde_event_handler`, and events registered through it.
+//!
+//! * A context is named by a generational handle dressed as a pointer (`vde_context *`), so a deleted,
+//!   double-deleted or garbage context is an error (EINVAL), never a use-after-free.
+//! * `init` copies the four function pointers and deep-copies `modules_path`: nothing the caller passed is
+//!   referenced afterwards (a Go-allocated handler may be collected as soon as init returns).
+//! * An event is a record in its own registry. The host loop is given [`fire`] as its callback and the
+//!   record's *handle* as its argument, so a host that fires an event late (after delete or fini) finds an
+//!   invalid handle and nothing happens. The user gets the same handle as the event's token.
+//! * Every host token is given back to the host's `event_del` / `timeout_del` exactly once: on delete, at
+//!   fini, or after a one-shot event has fired. A record stays alive while its callback runs (the callback
+//!   holds a reference), so deleting from inside the callback is safe.
+//! * Host functions and user callbacks are always called with no cbslot lock held.
+
+use crate::error::Error;
+use crate::handle::{Kind, Registry, Slot};
+use crate::segvec::SegVec;
+use core::ffi::{c_char, c_int, c_short, c_void};
+use parking_lot::Mutex;
+use std::collections::HashSet;
+use std::ffi::{CStr, CString};
+
+/// Fires on timeout.
+pub const VDE_EV_TIMEOUT: c_short = 0x01;
+/// Fires when the fd is readable.
+pub const VDE_EV_READ: c_short = 0x02;
+/// Fires when the fd is writable.
+pub const VDE_EV_WRITE: c_short = 0x04;
+/// Keeps firing until deleted (without it, an event fires once).
+pub const VDE_EV_PERSIST: c_short = 0x10;
+const ALL_EVENTS: c_short = VDE_EV_TIMEOUT | VDE_EV_READ | VDE_EV_WRITE | VDE_EV_PERSIST;
+
+pub(crate) type EventCb = unsafe extern "C" fn(c_int, c_short, *mut c_void);
+type EventAdd = unsafe extern "C" fn(c_int, c_short, *const libc::timeval, Option<EventCb>, *mut c_void) -> *mut c_void;
+type EventDel = unsafe extern "C" fn(*mut c_void);
+type TimeoutAdd = unsafe extern "C" fn(*const libc::timeval, c_short, Option<EventCb>, *mut c_void) -> *mut c_void;
+
+/// The four host functions, copied out of the caller's struct.
+#[derive(Clone, Copy)]
+pub(crate) struct Handler {
+    pub(crate) event_add: EventAdd,
+    pub(crate) event_del: EventDel,
+    pub(crate) timeout_add: TimeoutAdd,
+    pub(crate) timeout_del: EventDel,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    New,
+    Ready,
+    Finished,
+}
+
+struct Inner {
+    state: State,
+    handler: Option<Handler>,
+    modules: Vec<CString>,
+    events: HashSet<u64>,
+}
+
+pub(crate) struct Context {
+    inner: Mutex<Inner>,
+}
+
+/// An event or timeout registered through a context.
+struct EventRec {
+    context: u64,
+    timeout: bool,
+    persistent: bool,
+    cb: EventCb,
+    arg: usize,
+    del: EventDel,
+    life: Mutex<Life>,
+}
+
+/// Where an event is in its life: the host token (once known) and whether it has been given back.
+#[derive(Default)]
+struct Life {
+    token: Option<usize>,
+    /// Deleted, finished by fini, or fired once (one-shot): no more user callbacks.
+    done: bool,
+    /// The host token has gone to the host's del function.
+    given_back: bool,
+}
+
+static CONTEXT_SLOTS: SegVec<Slot> = SegVec::new();
+static CONTEXTS: Registry = Registry::new(Kind::Context, &CONTEXT_SLOTS);
+static EVENT_SLOTS: SegVec<Slot> = SegVec::new();
+static EVENTS: Registry = Registry::new(Kind::Event, &EVENT_SLOTS);
+
+unsafe extern "C" fn drop_context(p: *mut c_void) {
+    // SAFETY: registered from Box::into_raw in `new_context`.
+    drop(unsafe { Box::from_raw(p as *mut Context) });
+}
+
+unsafe extern "C" fn drop_event(p: *mut c_void) {
+    // SAFETY: registered from Box::into_raw in `add`.
+    drop(unsafe { Box::from_raw(p as *mut EventRec) });
+}
+
+/// Creates a context; returns its handle.
+pub(crate) fn new_context() -> Result<u64, Error> {
+    let ctx = Box::new(Context {
+        inner: Mutex::new(Inner { state: State::New, handler: None, modules: Vec::new(), events: HashSet::new() }),
+    });
+    let raw = Box::into_raw(ctx);
+    CONTEXTS.insert(raw as *mut c_void, Some(drop_context)).inspect_err(|_| {
+        // SAFETY: not registered, still ours.
+        drop(unsafe { Box::from_raw(raw) });
+    })
+}
+
+/// Runs `f` on the context named by `handle`, holding a reference to it meanwhile.
+fn with_context<T>(handle: u64, f: impl FnOnce(&Context) -> Result<T, Error>) -> Result<T, Error> {
+    CONTEXTS.retain(handle).map_err(|_| Error::InvalidArg("not a live vde_context (NULL, deleted or garbage)"))?;
+    // SAFETY: retained above, so the record cannot be destroyed under us.
+    let ctx = unsafe { &*(CONTEXTS.get(handle).expect("retained") as *const Context) };
+    let out = f(ctx);
+    let _ = CONTEXTS.release(handle);
+    out
+}
+
+/// `vde_context_init`: copies the handler and the module paths.
+///
+/// # Safety
+/// `modules` is NULL or a NULL-terminated array of NUL-terminated strings.
+pub(crate) unsafe fn init(handle: u64, handler: Handler, modules: *const *const c_char) -> Result<(), Error> {
+    let mut copied = Vec::new();
+    if !modules.is_null() {
+        for i in 0.. {
+            // SAFETY: the caller promises a NULL-terminated array.
+            let p = unsafe { *modules.add(i) };
+            if p.is_null() {
+                break;
+            }
+            // SAFETY: the caller promises NUL-terminated strings.
+            copied.push(unsafe { CStr::from_ptr(p) }.to_owned());
+        }
+    }
+    with_context(handle, |ctx| {
+        let mut g = ctx.inner.lock();
+        if g.state != State::New {
+            return Err(Error::InvalidArg("the context was already initialised"));
+        }
+        g.state = State::Ready;
+        g.handler = Some(handler);
+        g.modules = copied;
+        Ok(())
+    })
+}
+
+/// The `i`-th module path copied at init (valid until fini or delete), or NULL.
+pub(crate) fn module_path(handle: u64, i: usize) -> Result<*const c_char, Error> {
+    with_context(handle, |ctx| Ok(ctx.inner.lock().modules.get(i).map_or(core::ptr::null(), |s| s.as_ptr())))
+}
+
+/// `vde_context_event_add` / `vde_context_timeout_add`: returns the event's handle (the user's token).
+pub(crate) fn add(
+    handle: u64,
+    fd: Option<c_int>,
+    events: c_short,
+    timeout: *const libc::timeval,
+    cb: EventCb,
+    arg: *mut c_void,
+) -> Result<u64, Error> {
+    if events & !ALL_EVENTS != 0 {
+        return Err(Error::InvalidArg("unknown bits in events (allowed: VDE_EV_TIMEOUT|READ|WRITE|PERSIST)"));
+    }
+    with_context(handle, |ctx| {
+        let handler = {
+            let g = ctx.inner.lock();
+            if g.state != State::Ready {
+                return Err(Error::InvalidArg("the context is not initialised (or was finished)"));
+            }
+            g.handler.expect("ready contexts have a handler")
+        };
+        let rec = Box::new(EventRec {
+            context: handle,
+            timeout: fd.is_none(),
+            persistent: events & VDE_EV_PERSIST != 0,
+            cb,
+            arg: arg as usize,
+            del: if fd.is_some() { handler.event_del } else { handler.timeout_del },
+            life: Mutex::new(Life::default()),
+        });
+        let raw = Box::into_raw(rec);
+        let ev = EVENTS.insert(raw as *mut c_void, Some(drop_event)).inspect_err(|_| {
+            // SAFETY: not registered, still ours.
+            drop(unsafe { Box::from_raw(raw) });
+        })?;
+        // SAFETY: we hold the registry's reference until the end of this function at least.
+        let rec = unsafe { &*raw };
+        ctx.inner.lock().events.insert(ev);
+        let host_arg = ev as usize as *mut c_void;
+        // SAFETY: host functions the caller installed; `fire` and the handle outlive the registration.
+        let token = unsafe {
+            match fd {
+                Some(fd) => (handler.event_add)(fd, events, timeout, Some(fire), host_arg),
+                None => (handler.timeout_add)(timeout, events, Some(fire), host_arg),
+            }
+        };
+        if token.is_null() {
+            ctx.inner.lock().events.remove(&ev);
+            rec.life.lock().given_back = true; // nothing to give back
+            let _ = EVENTS.release(ev);
+            return Err(Error::Host(if fd.is_some() { "the host's event_add failed" } else { "the host's timeout_add failed" }));
+        }
+        let give_back = {
+            let mut life = rec.life.lock();
+            life.token = Some(token as usize);
+            // a one-shot that fired (or was deleted) before the host returned its token
+            life.done && !core::mem::replace(&mut life.given_back, true)
+        };
+        if give_back {
+            // SAFETY: the host's own token, given back once.
+            unsafe { (rec.del)(token) };
+        }
+        Ok(ev)
+    })
+}
+
+/// Ends an event: no more callbacks, the host token back to the host (once), the registry reference
+/// dropped. Returns false if it had already ended.
+fn finish(ev: u64, rec: &EventRec) -> bool {
+    let token = {
+        let mut life = rec.life.lock();
+        if life.done {
+            return false;
+        }
+        life.done = true;
+        match life.token {
+            Some(t) if !life.given_back => {
+                life.given_back = true;
+                Some(t)
+            }
+            _ => None, // not known yet: `add` gives it back when the host returns it
+        }
+    };
+    if let Some(t) = token {
+        // SAFETY: the host's own token, given back exactly once (guarded by `given_back`).
+        unsafe { (rec.del)(t as *mut c_void) };
+    }
+    let _ = EVENTS.release(ev);
+    true
+}
+
+/// `vde_context_event_del` / `vde_context_timeout_del`.
+pub(crate) fn del(handle: u64, ev: u64, timeout: bool) -> Result<(), Error> {
+    with_context(handle, |ctx| {
+        EVENTS.retain(ev).map_err(|_| Error::InvalidArg("not a live event token (deleted, finished or garbage)"))?;
+        // SAFETY: retained above.
+        let rec = unsafe { &*(EVENTS.get(ev).expect("retained") as *const EventRec) };
+        let out = if rec.context != handle {
+            Err(Error::InvalidArg("the token belongs to another context"))
+        } else if rec.timeout != timeout {
+            Err(Error::InvalidArg(if timeout {
+                "the token is an fd event: delete it with vde_context_event_del"
+            } else {
+                "the token is a timeout: delete it with vde_context_timeout_del"
+            }))
+        } else {
+            ctx.inner.lock().events.remove(&ev);
+            if finish(ev, rec) { Ok(()) } else { Err(Error::InvalidArg("the event was already deleted or finished")) }
+        };
+        let _ = EVENTS.release(ev);
+        out
+    })
+}
+
+/// The callback cbslot gives the host loop: `arg` is the event's handle.
+pub(crate) extern "C" fn fire(fd: c_int, events: c_short, arg: *mut c_void) {
+    let run = || {
+        let ev = arg as usize as u64;
+        if EVENTS.retain(ev).is_err() {
+            return; // fired after delete or fini: nothing to reach
+        }
+        // SAFETY: retained above.
+        let rec = unsafe { &*(EVENTS.get(ev).expect("retained") as *const EventRec) };
+        if !rec.life.lock().done {
+            // SAFETY: the user's callback with the user's argument.
+            unsafe { (rec.cb)(fd, events, rec.arg as *mut c_void) };
+            if !rec.persistent {
+                let _ = with_context(rec.context, |ctx| Ok(ctx.inner.lock().events.remove(&ev)));
+                finish(ev, rec);
+            }
+        }
+        let _ = EVENTS.release(ev);
+    };
+    if std::panic::catch_unwind(run).is_err() {
+        crate::callback::fatal("panic while firing a vde event");
+    }
+}
+
+/// `vde_context_fini`: ends every event still registered (through the host's del functions).
+pub(crate) fn fini(handle: u64) -> Result<(), Error> {
+    with_context(handle, |ctx| {
+        let events: Vec<u64> = {
+            let mut g = ctx.inner.lock();
+            if g.state == State::Finished {
+                return Err(Error::InvalidArg("the context was already finished"));
+            }
+            g.state = State::Finished;
+            g.modules.clear();
+            g.events.drain().collect()
+        };
+        for ev in events {
+            if EVENTS.retain(ev).is_ok() {
+                // SAFETY: retained above.
+                let rec = unsafe { &*(EVENTS.get(ev).expect("retained") as *const EventRec) };
+                finish(ev, rec);
+                let _ = EVENTS.release(ev);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `vde_context_delete`: finishes the context if needed, then frees it (once no call is using it).
+pub(crate) fn delete(handle: u64) -> Result<(), Error> {
+    let state = with_context(handle, |ctx| Ok(ctx.inner.lock().state))?;
+    if state != State::Finished {
+        let _ = fini(handle);
+    }
+    CONTEXTS.release(handle).map_err(|_| Error::InvalidArg("not a live vde_context (deleted twice?)"))
+}
