@@ -29,6 +29,18 @@ ensure_packages() {
   fi
 }
 
+# optional_packages WHAT:PACKAGE ...: like ensure_packages when root; otherwise only says what is missing
+# (the tests that need it are skipped, saying so).
+optional_packages() {
+  if [ "$(id -u)" -eq 0 ]; then ensure_packages "$@"; return; fi
+  local pair what
+  for pair in "$@"; do
+    what=${pair%%:*}
+    if [[ $what == /* ]]; then [ -e "$what" ]; else command -v "$what" >/dev/null 2>&1; fi ||
+      echo "build.sh: ${pair#*:} is not installed; its tests will be skipped (sudo apt-get install -y ${pair#*:})"
+  done
+}
+
 ensure_rust() {
   [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
   command -v cargo >/dev/null 2>&1 ||
@@ -49,6 +61,8 @@ case "${1:-}" in
     ;;
   test)
     configure pkg-config:pkgconf nm:binutils
+    optional_packages /usr/include/event2/event.h:libevent-dev
+    cmake -S . -B "$BUILD_DIR" >/dev/null   # pick up libevent if it was just installed
     cmake --build "$BUILD_DIR" -j "$JOBS"
     cd "$BUILD_DIR" && ctest --output-on-failure -j "$JOBS"
     ;;
