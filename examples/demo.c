@@ -1,131 +1,130 @@
-/* cbslot demo.
+/* cbslot demo: what the library is for, in one minute of reading.
  *
- * Part 1: a host runtime hands its objects to C code as 64-bit handles instead of raw pointers. The "C
- * library" keeps only integers. When the host drops its last reference, cbslot destroys the object exactly
- * once; a C caller that still holds the old handle gets an error code, never a crash and never someone
- * else's object.
- *
- * Part 2: qsort takes a comparator with no user data; cbslot gives each sort order its own bare function
- * pointer carrying its context, frees it, and catches a late call through the freed pointer. */
+ * 1. A VDE3 context is initialised from a vde_event_handler struct that is wiped and freed right after
+ *    init -- what a garbage collector may do to a Go-allocated struct. The context kept its own copy.
+ * 2. cbslot's built-in event loop runs a pipe and two timers through the context.
+ * 3. An "old C library" keeps subscribers as bare `void (*)(const char *line)` pointers, with no user
+ *    data. cbslot gives each subscriber (a C function plus its own context) a unique pointer of that type.
+ * 4. Mid-run one subscriber is unregistered while the old library still holds its pointer; the next call
+ *    through it is caught as a stale call instead of running freed code.
+ * It ends by itself after about a second and prints cbslot's counters. */
 #include <cbslot.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-typedef struct session {
-  char user[32];
-  int requests;
-} session;
-
-static void session_destroy(void *p) {
-  session *s = p;
-  printf("  destroy: session of %s freed after %d requests\n", s->user, s->requests);
-  free(s);
+/* ---- the "old C library": bare callbacks, no user data ---- */
+typedef void (*line_fn)(const char *line);
+static line_fn subscribers[4];
+static int nsubscribers;
+static void publish(const char *line) {
+  for (int i = 0; i < nsubscribers; i++) subscribers[i](line);
 }
 
-/* --- a C library that stores opaque 64-bit tokens and calls back with them later --- */
-static uint64_t pending[4];
-static int npending;
-static void lib_enqueue(uint64_t token) { pending[npending++] = token; }
-
-static int handle_request(uint64_t token) {
-  void *p;
-  cb_status st = cb_handle_get(token, &p);
-  if (st != CB_OK) {
-    printf("  request for %#018llx refused: %s\n", (unsigned long long)token, cb_last_error());
-    return -1;
-  }
-  session *s = p;
-  s->requests++;
-  printf("  request served for %s (%d so far)\n", s->user, s->requests);
-  return 0;
-}
-
-static cb_handle new_session(const char *user) {
-  session *s = calloc(1, sizeof *s);
-  if (!s) exit(1);
-  snprintf(s->user, sizeof s->user, "%s", user);
-  cb_handle h;
-  if (cb_handle_new(s, session_destroy, &h) != CB_OK) {
-    fprintf(stderr, "cb_handle_new: %s\n", cb_last_error());
-    exit(1);
-  }
-  return h;
-}
-
-/* --- part 2: context for a C API that has no user-data argument --- */
-typedef struct sort_order {
+/* ---- our subscribers: a function plus its own context, bound by cbslot ---- */
+typedef struct subscriber {
   const char *name;
-  int descending;
-  int comparisons;
-} sort_order;
+  int lines;
+  cb_handle handle;
+} subscriber;
 
-static int compare(void *ctx, const void *a, const void *b) {
-  sort_order *o = ctx;
-  o->comparisons++;
-  int x = *(const int *)a, y = *(const int *)b;
-  return o->descending ? (y > x) - (y < x) : (x > y) - (x < y);
+static void on_line(void *ud, const char *line) {
+  subscriber *s = ud;
+  s->lines++;
+  printf("  %-6s got %s", s->name, line);
 }
-
-static void order_done(void *ctx) { printf("  destroy: sort order \"%s\" released\n", ((sort_order *)ctx)->name); }
-
+static void subscriber_gone(void *ud) { printf("  destroy: %s's context released\n", ((subscriber *)ud)->name); }
 static void on_stale(cb_fn entry, void *arg) {
   (void)arg;
-  printf("  stale call through %#lx caught: it returned 0 instead of running freed code\n",
-         (unsigned long)(uintptr_t)entry);
+  printf("  stale call through %#lx caught: the freed subscriber was not run\n", (unsigned long)(uintptr_t)entry);
 }
 
-static void callbacks_demo(void) {
-  printf("\nqsort with context, through bare function pointers:\n");
-  sort_order up = {"ascending", 0, 0}, down = {"descending", 1, 0};
-  cb_handle hup, hdown;
-  cb_fn cmp_up, cmp_down;
-  if (cb_register((cb_fn)compare, &up, order_done, &hup, &cmp_up) != CB_OK ||
-      cb_register((cb_fn)compare, &down, order_done, &hdown, &cmp_down) != CB_OK) {
+static subscriber alice = {"alice", 0, 0}, bob = {"bob", 0, 0};
+
+static line_fn subscribe(subscriber *s) {
+  cb_fn entry;
+  if (cb_register((cb_fn)on_line, s, subscriber_gone, &s->handle, &entry) != CB_OK) {
     fprintf(stderr, "cb_register: %s\n", cb_last_error());
     exit(1);
   }
-  int v[] = {5, 3, 9, 1, 7};
-  qsort(v, 5, sizeof *v, (int (*)(const void *, const void *))cmp_up);
-  printf("  %s: %d %d %d %d %d (%d comparisons)\n", up.name, v[0], v[1], v[2], v[3], v[4], up.comparisons);
-  qsort(v, 5, sizeof *v, (int (*)(const void *, const void *))cmp_down);
-  printf("  %s: %d %d %d %d %d (%d comparisons)\n", down.name, v[0], v[1], v[2], v[3], v[4], down.comparisons);
-  cb_unregister_wait(hup);
-  cb_unregister_wait(hdown);
-  cb_set_stale_handler(on_stale, NULL);
-  int a = 1, b = 2;
-  ((int (*)(const void *, const void *))cmp_up)(&a, &b); /* a bug: calling a freed entry */
-  cb_stats st;
-  cb_get_stats(&st);
-  printf("  stats: %llu live, %llu registered, %llu destroyed, %llu stale call(s)\n", (unsigned long long)st.live,
-         (unsigned long long)st.registered_total, (unsigned long long)st.destroyed_total,
-         (unsigned long long)st.stale_calls);
+  return (line_fn)entry;
+}
+
+/* ---- events, through the VDE3 context ---- */
+static int pipefd[2], ticks;
+static cb_loop *lp;
+static vde_context *ctx;
+
+static void on_tick(int fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  (void)arg;
+  char line[64];
+  int n = snprintf(line, sizeof line, "tick %d\n", ++ticks);
+  if (write(pipefd[1], line, (size_t)n) != n) exit(1);
+}
+
+static void on_readable(int fd, short what, void *arg) {
+  (void)what;
+  (void)arg;
+  char line[64];
+  ssize_t n = read(fd, line, sizeof line - 1);
+  if (n <= 0) return;
+  line[n] = 0;
+  publish(line);
+  if (ticks == 3) {
+    printf("  (unregistering bob; the old library still holds his pointer)\n");
+    cb_unregister(bob.handle);
+  }
+  if (ticks == 4) nsubscribers = 1; /* the library finally drops bob's stale pointer */
+}
+
+static void on_done(int fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  (void)arg;
+  printf("  one-shot timer: finishing the context (its events end here) and stopping the loop\n");
+  vde_context_fini(ctx);
+  cb_loop_stop(lp);
 }
 
 int main(void) {
-  printf("cbslot %s demo: handles for host objects\n", cb_version());
-  cb_handle alice = new_session("alice"), bob = new_session("bob");
-  printf("alice = %#018llx, bob = %#018llx\n", (unsigned long long)alice, (unsigned long long)bob);
+  printf("cbslot %s demo\n\n", cb_version());
+  cb_set_stale_handler(on_stale, NULL);
+  if (cb_loop_new(&lp) != CB_OK || pipe(pipefd) != 0) return 1;
 
-  /* the library keeps a reference of its own while a request is pending */
-  cb_handle_retain(alice);
-  lib_enqueue(alice);
-  lib_enqueue(bob);
-  printf("the host drops alice and bob while requests are still queued:\n");
-  cb_handle_release(alice); /* the library's reference keeps alice alive */
-  cb_handle_release(bob);   /* bob had no other reference: destroyed now */
+  vde_event_handler *handler = malloc(sizeof *handler);
+  if (!handler || cb_loop_handler(lp, handler) != CB_OK) return 1;
+  char *paths[] = {"/usr/lib/vde3/modules", NULL};
+  if (vde_context_new(&ctx) != 0 || vde_context_init(ctx, handler, paths) != 0) return 1;
+  memset(handler, 0xAB, sizeof *handler); /* the caller's struct is wiped and freed ... */
+  free(handler);
+  printf("1. context initialised; the handler struct it came from is wiped and freed (module path kept: %s)\n",
+         vde_context_module_path(ctx, 0));
 
-  printf("the library serves its queue:\n");
-  for (int i = 0; i < npending; i++) handle_request(pending[i]);
-  cb_handle_release(alice); /* the library is done with alice */
+  subscribers[nsubscribers++] = subscribe(&alice);
+  subscribers[nsubscribers++] = subscribe(&bob);
+  printf("2. two subscribers, each a bare void (*)(const char *) with its own context: %#lx, %#lx\n",
+         (unsigned long)(uintptr_t)subscribers[0], (unsigned long)(uintptr_t)subscribers[1]);
 
-  printf("a new session reuses a slot; the stale handles still fail:\n");
-  cb_handle carol = new_session("carol");
-  handle_request(bob);
-  handle_request(carol);
-  printf("double release: %s\n", cb_status_str(cb_handle_release(bob)));
-  cb_handle_release(carol);
-  callbacks_demo();
+  struct timeval every = {0, 150000}, after = {1, 0};
+  vde_context_event_add(ctx, pipefd[0], VDE_EV_READ | VDE_EV_PERSIST, NULL, on_readable, NULL);
+  vde_context_timeout_add(ctx, &every, VDE_EV_PERSIST, on_tick, NULL);
+  vde_context_timeout_add(ctx, &after, 0, on_done, NULL);
+  printf("3. running the built-in loop: a timer writes to a pipe, the pipe's reader publishes each line\n");
+  cb_loop_run(lp);
+
+  vde_context_delete(ctx);
+  cb_unregister(alice.handle);
+  cb_loop_free(lp); /* unregisters the loop's own four entries */
+  cb_barrier();     /* every destroy due has run */
+  cb_stats st;
+  cb_get_stats(&st);
+  printf("\nalice got %d lines, bob %d. cbslot: %llu callbacks registered (2 subscribers + the loop's 4), "
+         "%llu destroyed, %llu live, %llu stale call(s) caught\n",
+         alice.lines, bob.lines, (unsigned long long)st.registered_total, (unsigned long long)st.destroyed_total,
+         (unsigned long long)st.live, (unsigned long long)st.stale_calls);
   return 0;
 }
