@@ -81,12 +81,8 @@ fn duration(tv: *const libc::timeval) -> Option<Duration> {
 
 /// Runs `f` on the loop named by `handle`, holding a reference to it meanwhile.
 pub(crate) fn with_loop<T>(handle: u64, f: impl FnOnce(&Loop) -> Result<T, Error>) -> Result<T, Error> {
-    LOOPS.retain(handle).map_err(|_| Error::InvalidArg("not a live cb_loop (NULL, freed or garbage)"))?;
-    // SAFETY: retained above.
-    let lp = unsafe { &*(LOOPS.get(handle).expect("retained") as *const Loop) };
-    let out = f(lp);
-    let _ = LOOPS.release(handle);
-    out
+    // SAFETY: LOOPS only holds boxed `Loop`s.
+    unsafe { LOOPS.with_ref(handle, f) }.unwrap_or(Err(Error::InvalidArg("not a live cb_loop (NULL, freed or garbage)")))
 }
 
 /// Creates a loop and its four entries; returns its handle.

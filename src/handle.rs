@@ -273,6 +273,19 @@ impl Registry {
         Ok(())
     }
 
+    /// Runs `f` on the object registered under `handle` (as a `&T`), holding a reference meanwhile so it
+    /// cannot be destroyed under `f`. `None` if the handle is not live.
+    ///
+    /// # Safety
+    /// Every pointer registered in this registry must point to a live `T` until its destroy runs.
+    pub(crate) unsafe fn with_ref<T, R>(&self, handle: u64, f: impl FnOnce(&T) -> R) -> Option<R> {
+        self.retain(handle).ok()?;
+        // SAFETY: retained above, so destroy cannot run until the release below; the caller vouches for T.
+        let out = f(unsafe { &*(self.get(handle).expect("retained") as *const T) });
+        let _ = self.release(handle);
+        Some(out)
+    }
+
     /// Slots retired because their generation was used up.
     #[cfg(test)]
     pub(crate) fn retired(&self) -> u64 {

@@ -112,12 +112,15 @@ pub(crate) fn new_context() -> Result<u64, Error> {
 
 /// Runs `f` on the context named by `handle`, holding a reference to it meanwhile.
 fn with_context<T>(handle: u64, f: impl FnOnce(&Context) -> Result<T, Error>) -> Result<T, Error> {
-    CONTEXTS.retain(handle).map_err(|_| Error::InvalidArg("not a live vde_context (NULL, deleted or garbage)"))?;
-    // SAFETY: retained above, so the record cannot be destroyed under us.
-    let ctx = unsafe { &*(CONTEXTS.get(handle).expect("retained") as *const Context) };
-    let out = f(ctx);
-    let _ = CONTEXTS.release(handle);
-    out
+    // SAFETY: CONTEXTS only holds boxed `Context`s.
+    unsafe { CONTEXTS.with_ref(handle, f) }
+        .unwrap_or(Err(Error::InvalidArg("not a live vde_context (NULL, deleted or garbage)")))
+}
+
+/// Runs `f` on the event named by `ev`, holding a reference meanwhile; `None` if it is not live.
+fn with_event<T>(ev: u64, f: impl FnOnce(&EventRec) -> T) -> Option<T> {
+    // SAFETY: EVENTS only holds boxed `EventRec`s.
+    unsafe { EVENTS.with_ref(ev, f) }
 }
 
 /// `vde_context_init`: copies the handler and the module paths.
@@ -247,23 +250,21 @@ fn finish(ev: u64, rec: &EventRec) -> bool {
 /// `vde_context_event_del` / `vde_context_timeout_del`.
 pub(crate) fn del(handle: u64, ev: u64, timeout: bool) -> Result<(), Error> {
     with_context(handle, |ctx| {
-        EVENTS.retain(ev).map_err(|_| Error::InvalidArg("not a live event token (deleted, finished or garbage)"))?;
-        // SAFETY: retained above.
-        let rec = unsafe { &*(EVENTS.get(ev).expect("retained") as *const EventRec) };
-        let out = if rec.context != handle {
+        with_event(ev, |rec| {
+            if rec.context != handle {
             Err(Error::InvalidArg("the token belongs to another context"))
-        } else if rec.timeout != timeout {
-            Err(Error::InvalidArg(if timeout {
-                "the token is an fd event: delete it with vde_context_event_del"
+            } else if rec.timeout != timeout {
+                Err(Error::InvalidArg(if timeout {
+                    "the token is an fd event: delete it with vde_context_event_del"
+                } else {
+                    "the token is a timeout: delete it with vde_context_timeout_del"
+                }))
             } else {
-                "the token is a timeout: delete it with vde_context_timeout_del"
-            }))
-        } else {
-            ctx.inner.lock().events.remove(&ev);
-            if finish(ev, rec) { Ok(()) } else { Err(Error::InvalidArg("the event was already deleted or finished")) }
-        };
-        let _ = EVENTS.release(ev);
-        out
+                ctx.inner.lock().events.remove(&ev);
+                if finish(ev, rec) { Ok(()) } else { Err(Error::InvalidArg("the event was already deleted or finished")) }
+            }
+        })
+        .unwrap_or(Err(Error::InvalidArg("not a live event token (deleted, finished or garbage)")))
     })
 }
 
@@ -271,20 +272,17 @@ pub(crate) fn del(handle: u64, ev: u64, timeout: bool) -> Result<(), Error> {
 pub(crate) extern "C" fn fire(fd: c_int, events: c_short, arg: *mut c_void) {
     let run = || {
         let ev = arg as usize as u64;
-        if EVENTS.retain(ev).is_err() {
-            return; // fired after delete or fini: nothing to reach
-        }
-        // SAFETY: retained above.
-        let rec = unsafe { &*(EVENTS.get(ev).expect("retained") as *const EventRec) };
-        if !rec.life.lock().done {
-            // SAFETY: the user's callback with the user's argument.
-            unsafe { (rec.cb)(fd, events, rec.arg as *mut c_void) };
-            if !rec.persistent {
-                let _ = with_context(rec.context, |ctx| Ok(ctx.inner.lock().events.remove(&ev)));
-                finish(ev, rec);
+        // a dead handle: fired after delete or fini, nothing to reach
+        with_event(ev, |rec| {
+            if !rec.life.lock().done {
+                // SAFETY: the user's callback with the user's argument.
+                unsafe { (rec.cb)(fd, events, rec.arg as *mut c_void) };
+                if !rec.persistent {
+                    let _ = with_context(rec.context, |ctx| Ok(ctx.inner.lock().events.remove(&ev)));
+                    finish(ev, rec);
+                }
             }
-        }
-        let _ = EVENTS.release(ev);
+        });
     };
     if std::panic::catch_unwind(run).is_err() {
         crate::callback::fatal("panic while firing a vde event");
@@ -304,12 +302,7 @@ pub(crate) fn fini(handle: u64) -> Result<(), Error> {
             g.events.drain().collect()
         };
         for ev in events {
-            if EVENTS.retain(ev).is_ok() {
-                // SAFETY: retained above.
-                let rec = unsafe { &*(EVENTS.get(ev).expect("retained") as *const EventRec) };
-                finish(ev, rec);
-                let _ = EVENTS.release(ev);
-            }
+            with_event(ev, |rec| finish(ev, rec));
         }
         Ok(())
     })
