@@ -29,6 +29,22 @@
 #define CB_GRACE_BATCH 256
 
 /**
+ * Payloads of up to this many bytes are copied into the queue's own cells (no allocation); larger ones
+ * are copied to the heap.
+ */
+#define CB_QUEUE_INLINE_BYTES 40
+
+/**
+ * `cb_queue_sink_entry` length type: the entry is `int entry(const void *data, int len)`.
+ */
+#define CB_QUEUE_LEN_INT 0
+
+/**
+ * `cb_queue_sink_entry` length type: the entry is `int entry(const void *data, size_t len)`.
+ */
+#define CB_QUEUE_LEN_SIZE_T 1
+
+/**
  * Fires on timeout.
  */
 #define VDE_EV_TIMEOUT 1
@@ -92,6 +108,14 @@ typedef enum cb_status {
    * cbslot hit an internal bug (a Rust panic), caught before it could unwind into C. Please report it.
    */
   CB_ERR_PANIC = 8,
+  /**
+   * The object (a queue) is closed: no more posts.
+   */
+  CB_ERR_CLOSED = 9,
+  /**
+   * A wait timed out.
+   */
+  CB_ERR_TIMEOUT = 10,
 } cb_status;
 
 /**
@@ -99,6 +123,12 @@ typedef enum cb_status {
  * detected (`CB_ERR_INVALID_ARG`), never dereferenced.
  */
 typedef struct cb_loop cb_loop;
+
+/**
+ * An opaque delivery queue. Like contexts, its pointers are not addresses: a freed or garbage queue is
+ * detected (`CB_ERR_INVALID_ARG`), never dereferenced.
+ */
+typedef struct cb_queue cb_queue;
 
 /**
  * An opaque VDE3 context. cbslot's pointers to it are not addresses: a deleted or garbage context is
@@ -202,6 +232,46 @@ typedef struct vde_event_handler {
    */
   void (*timeout_del)(void *tout);
 } vde_event_handler;
+
+/**
+ * A sink: receives each event posted to it, on the consumer's thread. `data` points to a copy of the
+ * posted bytes that is valid only during the call.
+ */
+typedef void (*cb_sink_fn)(void *userdata, const void *data, size_t len);
+
+/**
+ * Queue counters, filled by `cb_queue_get_stats`.
+ */
+typedef struct cb_queue_stats {
+  /**
+   * Events accepted by posts.
+   */
+  uint64_t posted;
+  /**
+   * Events delivered to a sink.
+   */
+  uint64_t delivered;
+  /**
+   * Events dropped: their sink was unregistered first, or the queue was closed without delivering.
+   */
+  uint64_t dropped;
+  /**
+   * Posts refused because the queue was full (each `cb_queue_post_wait` retry counts).
+   */
+  uint64_t full_rejections;
+  /**
+   * Most events ever pending at once.
+   */
+  uint64_t high_water;
+  /**
+   * Events pending now.
+   */
+  uint64_t pending;
+  /**
+   * Events the queue holds (the capacity asked for, rounded up to a power of two).
+   */
+  uint64_t capacity;
+} cb_queue_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -417,6 +487,110 @@ enum cb_status cb_handle_retain(cb_handle handle);
  * of another kind; nothing else is touched. Thread-safe.
  */
 enum cb_status cb_handle_release(cb_handle handle);
+
+/**
+ * Creates a bounded queue of `capacity` events (rounded up to a power of two; 1 to 2^30) in `*out_queue`.
+ * Many producers on any threads; one consumer at a time.
+ *
+ * Errors: `CB_ERR_NULL_ARG`; `CB_ERR_INVALID_ARG` (capacity 0 or too large); `CB_ERR_NO_MEMORY`.
+ */
+enum cb_status cb_queue_new(size_t capacity, struct cb_queue **out_queue);
+
+/**
+ * Registers a sink on `queue`: events posted to the sink's handle are delivered as `fn(userdata, data,
+ * len)` by `cb_queue_drain`. `destroy(userdata)` (may be NULL) runs exactly once: after
+ * `cb_queue_sink_unregister` or when the queue is closed, once no delivery to the sink is running.
+ *
+ * Errors: `CB_ERR_NULL_ARG` (`fn`, `out_sink`); `CB_ERR_INVALID_ARG` (bad queue); `CB_ERR_CLOSED`.
+ */
+enum cb_status cb_queue_sink_register(struct cb_queue *queue, cb_sink_fn fn, void *userdata, cb_destroy_fn destroy, cb_handle *out_sink);
+
+/**
+ * Unregisters a sink. Its events still in the queue are dropped (and counted) when reached, never
+ * delivered; its bare entries become stale; its destroy runs once no delivery to it is running (right
+ * away, or when the delivery in progress returns). Callable from any thread, also from inside the sink.
+ *
+ * Errors: `CB_ERR_INVALID_HANDLE` for 0, garbage, stale or already-unregistered sinks, and sinks of a
+ * closed queue.
+ */
+enum cb_status cb_queue_sink_unregister(cb_handle sink);
+
+/**
+ * Posts a copy of `len` bytes at `data` to `sink` (`data` may be NULL when `len` is 0); the buffer is the
+ * caller's again as soon as this returns. Never blocks: lock-free, and allocation-free for payloads of up
+ * to `CB_QUEUE_INLINE_BYTES`. Events from one thread are delivered in the order posted.
+ *
+ * Errors: `CB_ERR_CAPACITY` (full), `CB_ERR_CLOSED`, `CB_ERR_INVALID_HANDLE` (0, garbage, stale or
+ * unregistered sink), `CB_ERR_NULL_ARG` (`data` NULL with `len` > 0).
+ */
+enum cb_status cb_queue_post(cb_handle sink, const void *data, size_t len);
+
+/**
+ * Like `cb_queue_post`, but waits up to `timeout_ms` (-1: forever) for room when the queue is full.
+ *
+ * Errors: as `cb_queue_post`, plus `CB_ERR_TIMEOUT`, and `CB_ERR_WOULD_DEADLOCK` when called (with the
+ * queue full) from the thread that is draining it.
+ */
+enum cb_status cb_queue_post_wait(cb_handle sink, const void *data, size_t len, int timeout_ms);
+
+/**
+ * Makes a bare C function pointer that posts to `sink`, for C libraries that only take a callback like
+ * `void cb(char *data, int len)` and call it from their own threads: `entry(data, len)` posts a copy and
+ * returns 0, or -1 (with `cb_last_error()`) if the post failed (full, closed, sink gone, negative length).
+ * `len_type` is `CB_QUEUE_LEN_INT` (`int`) or `CB_QUEUE_LEN_SIZE_T` (`size_t`); the return value may be
+ * ignored (an entry cast to a `void` signature is fine). The entry is a cbslot callback: it lives until
+ * the sink is unregistered, and calls after that are stale calls.
+ *
+ * Errors: `CB_ERR_NULL_ARG`; `CB_ERR_INVALID_ARG` (unknown `len_type`); `CB_ERR_INVALID_HANDLE`;
+ * `CB_ERR_UNSUPPORTED` where cbslot has no trampolines.
+ */
+enum cb_status cb_queue_sink_entry(cb_handle sink, int len_type, cb_fn *out_entry);
+
+/**
+ * Delivers up to `max` pending events on the calling thread, in order, each to its sink. If none is
+ * pending it waits up to `timeout_ms` (0: no wait; -1: until one arrives or the queue is closed) for the
+ * first. The number delivered goes to `*out_delivered` (may be NULL); events of unregistered sinks are
+ * dropped, counted in the stats and not in `*out_delivered`.
+ *
+ * One consumer at a time: a drain on another thread waits for this one. A sink may post, unregister
+ * sinks, and drain re-entrantly: a re-entrant drain continues from the head of the queue (so the outer
+ * drain later sees only what is left), with its own `max`.
+ *
+ * Errors: `CB_ERR_INVALID_ARG` (bad queue or timeout).
+ */
+enum cb_status cb_queue_drain(struct cb_queue *queue, size_t max, int timeout_ms, size_t *out_delivered);
+
+/**
+ * An eventfd that is readable exactly when events are pending (and, once the queue is closed, readable
+ * for good), for epoll, libevent or Go's poller. Do not read or close it: `cb_queue_drain` resets it.
+ * Valid until `cb_queue_free`.
+ *
+ * Errors: `CB_ERR_NULL_ARG`; `CB_ERR_INVALID_ARG` (bad queue).
+ */
+enum cb_status cb_queue_fd(struct cb_queue *queue, int *out_fd);
+
+/**
+ * Closes the queue: posts are refused from now on (`CB_ERR_CLOSED`); pending events are delivered on the
+ * calling thread if `deliver_pending` is non-zero, else dropped (and counted); then every sink is
+ * unregistered (each destroy runs exactly once).
+ *
+ * Errors: `CB_ERR_INVALID_ARG` (bad queue); `CB_ERR_CLOSED` (closed already).
+ */
+enum cb_status cb_queue_close(struct cb_queue *queue, int deliver_pending);
+
+/**
+ * Closes the queue if needed (dropping pending events), waits for posts still inside it to leave, and
+ * frees it. NULL is a no-op. Do not call it from inside one of its sinks.
+ *
+ * Errors: `CB_ERR_INVALID_ARG` (freed twice, garbage).
+ */
+enum cb_status cb_queue_free(struct cb_queue *queue);
+
+/**
+ * Writes the queue's counters to `*out_stats`.
+ * Errors: `CB_ERR_NULL_ARG`; `CB_ERR_INVALID_ARG` (bad queue).
+ */
+enum cb_status cb_queue_get_stats(struct cb_queue *queue, struct cb_queue_stats *out_stats);
 
 /**
  * Creates a context and stores it in `*ctx`. Returns 0, or -1 with errno EINVAL (`ctx` NULL) or ENOMEM.

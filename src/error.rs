@@ -33,6 +33,10 @@ pub enum cb_status {
     CB_ERR_WOULD_DEADLOCK = 7,
     /// cbslot hit an internal bug (a Rust panic), caught before it could unwind into C. Please report it.
     CB_ERR_PANIC = 8,
+    /// The object (a queue) is closed: no more posts.
+    CB_ERR_CLOSED = 9,
+    /// A wait timed out.
+    CB_ERR_TIMEOUT = 10,
 }
 
 /// A `cb_status` as C passes it in: any integer, since a C enum may hold values outside its list.
@@ -53,6 +57,8 @@ pub(crate) fn status_text(status: u32) -> Option<&'static str> {
         6 => "CB_ERR_INVALID_ARG: an argument is out of range\0",
         7 => "CB_ERR_WOULD_DEADLOCK: the call would wait for itself\0",
         8 => "CB_ERR_PANIC: internal error in cbslot (a bug; please report it)\0",
+        9 => "CB_ERR_CLOSED: the queue is closed\0",
+        10 => "CB_ERR_TIMEOUT: the wait timed out\0",
         _ => return None,
     })
 }
@@ -78,6 +84,10 @@ pub(crate) enum Error {
     WouldDeadlock(&'static str),
     /// A host function (event loop, system call) failed: which (errno is the host's).
     Host(&'static str),
+    /// The queue is closed.
+    Closed(&'static str),
+    /// A wait timed out.
+    Timeout(&'static str),
 }
 
 impl Error {
@@ -91,6 +101,8 @@ impl Error {
             Error::Unsupported(_) => cb_status::CB_ERR_UNSUPPORTED,
             Error::WouldDeadlock(_) => cb_status::CB_ERR_WOULD_DEADLOCK,
             Error::Host(_) => cb_status::CB_ERR_INVALID_ARG,
+            Error::Closed(_) => cb_status::CB_ERR_CLOSED,
+            Error::Timeout(_) => cb_status::CB_ERR_TIMEOUT,
         }
     }
 }
@@ -102,9 +114,12 @@ impl fmt::Display for Error {
             Error::InvalidHandle(h, why) => write!(f, "handle {h:#018x} {why}"),
             Error::Capacity(what) => write!(f, "{what}"),
             Error::NoMemory(what) => write!(f, "out of memory: {what}"),
-            Error::InvalidArg(what) | Error::Unsupported(what) | Error::WouldDeadlock(what) | Error::Host(what) => {
-                write!(f, "{what}")
-            }
+            Error::InvalidArg(what)
+            | Error::Unsupported(what)
+            | Error::WouldDeadlock(what)
+            | Error::Host(what)
+            | Error::Closed(what)
+            | Error::Timeout(what) => write!(f, "{what}"),
         }
     }
 }
@@ -225,10 +240,10 @@ mod tests {
 
     #[test]
     fn every_status_has_text_and_unknown_does_not() {
-        for s in 0..=8 {
+        for s in 0..=10 {
             assert!(status_text(s).unwrap().ends_with('\0'));
         }
-        assert!(status_text(9).is_none());
+        assert!(status_text(11).is_none());
         assert!(status_text(u32::MAX).is_none());
     }
 

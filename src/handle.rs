@@ -49,6 +49,10 @@ pub(crate) enum Kind {
     Event = 0xC4,
     /// A built-in event loop (`cb_loop`).
     Loop = 0xC5,
+    /// A delivery queue (`cb_queue`).
+    Queue = 0xC6,
+    /// A queue's sink (`cb_queue_sink_register`).
+    Sink = 0xC7,
 }
 
 pub(crate) const GEN_BITS: u32 = 24;
@@ -271,6 +275,13 @@ impl Registry {
             unsafe { destroy(ptr) };
         }
         Ok(())
+    }
+
+    /// Sets the destroy notification of a handle that has not been handed out yet.
+    pub(crate) fn set_destroy(&self, handle: u64, destroy: DestroyFn) {
+        if let Ok(slot) = self.lookup(handle) {
+            slot.destroy.store(destroy as usize, Release);
+        }
     }
 
     /// Runs `f` on the object registered under `handle` (as a `&T`), holding a reference meanwhile so it

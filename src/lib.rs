@@ -13,6 +13,7 @@ pub mod error;
 pub(crate) mod evloop;
 pub mod ffi;
 pub(crate) mod handle;
+pub(crate) mod queue;
 pub(crate) mod segvec;
 pub(crate) mod vde;
 

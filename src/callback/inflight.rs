@@ -67,7 +67,7 @@ unsafe extern "C" fn thread_exit(rec: *mut libc::c_void) {
 }
 
 /// Gives the calling thread a record (reusing a free one) and publishes it in the TLS word.
-fn acquire() -> &'static Rec {
+pub(crate) fn acquire() -> &'static Rec {
     KEY_ONCE.call_once(|| {
         // SAFETY: KEY is written once, here, before any reader (call_once orders it).
         let rc = unsafe { libc::pthread_key_create(&raw mut KEY, Some(thread_exit)) };
@@ -103,6 +103,55 @@ pub(crate) extern "C" fn acquire_for_dispatcher() -> *const Rec {
     match std::panic::catch_unwind(acquire) {
         Ok(r) => r,
         Err(_) => crate::callback::fatal("could not set up this thread's in-flight record"),
+    }
+}
+
+/// Marks the calling thread as inside the object at `addr` until the returned guard drops: a grace period
+/// ([`scan`]) started after this cannot miss it. The same plain-store protocol as the dispatcher's, for
+/// Rust code that must keep memory alive without a read-modify-write (the queue's post path).
+pub(crate) fn enter(addr: usize) -> Inside {
+    let rec = current().unwrap_or_else(acquire);
+    let depth = rec.depth.load(Relaxed);
+    if depth >= DEPTH_MAX {
+        rec.overflow.fetch_add(1, Relaxed);
+    } else {
+        rec.depth.store(depth + 1, Relaxed);
+        core::sync::atomic::compiler_fence(SeqCst);
+        rec.stack[depth].store(addr, Relaxed);
+    }
+    // later loads must not move above the marker (the grace period's membarrier orders the rest)
+    core::sync::atomic::compiler_fence(SeqCst);
+    Inside { rec, depth }
+}
+
+/// See [`enter`].
+pub(crate) struct Inside {
+    rec: &'static Rec,
+    depth: usize,
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        core::sync::atomic::compiler_fence(SeqCst);
+        if self.depth >= DEPTH_MAX {
+            self.rec.overflow.fetch_sub(1, Relaxed);
+        } else {
+            self.rec.depth.store(self.depth, Relaxed);
+        }
+    }
+}
+
+/// Waits until no thread is inside `addr` (see [`enter`]); from inside it on this thread, it would wait
+/// forever, so that is the caller's to prevent.
+pub(crate) fn wait_until_no_one_inside(addr: usize) {
+    let mut round = 0u32;
+    while scan().contains(addr) {
+        round += 1;
+        if round < 16 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
     }
 }
 

@@ -9,11 +9,13 @@ use core::ffi::{c_char, c_void};
 mod callbacks;
 mod evloop;
 mod handles;
+mod queue;
 mod vde;
 
 pub use callbacks::*;
 pub use evloop::*;
 pub use handles::*;
+pub use queue::*;
 pub use vde::*;
 
 /// A 64-bit handle issued by cbslot. 0 is never a valid handle.

@@ -12,7 +12,11 @@ pub(crate) const SLOT_BYTES: usize = 16;
 pub(crate) const SLOTS_PER_BLOCK: usize = (TABLE_BYTES - SLOT_OFFSET) / SLOT_BYTES;
 
 static EMPTY: [u8; TABLE_BYTES] = [0; TABLE_BYTES];
-static mut NO_REC: *mut Rec = core::ptr::null_mut();
+
+thread_local! {
+    // the in-flight record pointer (the queue's post path uses records on every platform)
+    static REC: core::cell::Cell<*mut Rec> = const { core::cell::Cell::new(core::ptr::null_mut()) };
+}
 
 pub(crate) fn table() -> &'static [u8; TABLE_BYTES] {
     &EMPTY
@@ -21,5 +25,5 @@ pub(crate) fn table() -> &'static [u8; TABLE_BYTES] {
 pub(crate) unsafe fn write_header(_data: *mut u8) {}
 
 pub(crate) fn tls_rec_slot() -> *mut *mut Rec {
-    &raw mut NO_REC
+    REC.with(|c| c.as_ptr())
 }
