@@ -69,12 +69,14 @@ case "${1:-}" in
   bench)
     configure pkg-config:pkgconf "/usr/include/$(gcc -print-multiarch)/ffi.h:libffi-dev"
     cmake -S . -B "$BUILD_DIR" >/dev/null   # pick up libffi if it was just installed
-    cmake --build "$BUILD_DIR" -j "$JOBS" --target bench_handles bench_handles_static bench_callbacks
+    cmake --build "$BUILD_DIR" -j "$JOBS" --target bench_handles bench_handles_static bench_callbacks bench_queue
     "$BUILD_DIR/bench_handles" "${2:-1}"
     echo
     "$BUILD_DIR/bench_handles_static" "${2:-1}"
     echo
     "$BUILD_DIR/bench_callbacks" "${2:-1}"
+    echo
+    "$BUILD_DIR/bench_queue" "${2:-1}"
     ;;
   *)
     echo "usage: ./build.sh demo | test | bench [scale]" >&2
