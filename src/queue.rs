@@ -19,6 +19,7 @@
 
 use crate::callback::{CALLBACKS, RawFn, inflight};
 use crate::error::Error;
+use crate::ffi::cb_queue_stats;
 use crate::handle::{Kind, Registry, Slot};
 use crate::segvec::SegVec;
 use core::cell::Cell;
@@ -40,18 +41,6 @@ struct Cell64 {
     sink: Cell<u64>,
     len: Cell<usize>,
     data: core::cell::UnsafeCell<[u8; INLINE]>,
-}
-
-/// Counters (the C view is `cb_queue_stats`).
-#[derive(Default, Clone, Copy)]
-pub(crate) struct Stats {
-    pub posted: u64,
-    pub delivered: u64,
-    pub dropped: u64,
-    pub full_rejections: u64,
-    pub high_water: u64,
-    pub pending: u64,
-    pub capacity: u64,
 }
 
 pub(crate) struct Queue {
@@ -452,9 +441,9 @@ impl Queue {
         self.fd
     }
 
-    pub(crate) fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> cb_queue_stats {
         let enq = self.enqueue.load(Acquire) & !CLOSED;
-        Stats {
+        cb_queue_stats {
             posted: enq,
             delivered: self.delivered.load(Relaxed),
             dropped: self.dropped.load(Relaxed),

@@ -235,16 +235,7 @@ pub extern "C" fn cb_queue_free(queue: *mut cb_queue) -> cb_status {
 pub extern "C" fn cb_queue_get_stats(queue: *mut cb_queue, out_stats: *mut cb_queue_stats) -> cb_status {
     ffi_status!("cb_queue_get_stats", {
         let out = non_null(out_stats, "out_stats")?;
-        let s = with_queue(handle_of(queue), |q| Ok(q.stats()))?;
-        let stats = cb_queue_stats {
-            posted: s.posted,
-            delivered: s.delivered,
-            dropped: s.dropped,
-            full_rejections: s.full_rejections,
-            high_water: s.high_water,
-            pending: s.pending,
-            capacity: s.capacity,
-        };
+        let stats = with_queue(handle_of(queue), |q| Ok(q.stats()))?;
         // SAFETY: checked non-NULL.
         unsafe { out.write(stats) };
         Ok(())
