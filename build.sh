@@ -61,7 +61,7 @@ case "${1:-}" in
     ;;
   test)
     configure pkg-config:pkgconf nm:binutils
-    optional_packages /usr/include/event2/event.h:libevent-dev
+    optional_packages /usr/include/event2/event.h:libevent-dev g++:g++
     cmake -S . -B "$BUILD_DIR" >/dev/null   # pick up libevent if it was just installed
     cmake --build "$BUILD_DIR" -j "$JOBS"
     cd "$BUILD_DIR" && ctest --output-on-failure -j "$JOBS"

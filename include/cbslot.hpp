@@ -1,0 +1,319 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/**
+ * @file cbslot.hpp
+ * Header-only C++17 RAII layer over cbslot.h.
+ *
+ * - cbslot::callback<R(Args...)>: any callable (a lambda with captures, a functor, std::function) as a
+ *   plain `R (*)(Args...)` for C APIs without a user-data argument. Move-only; unregisters in its destructor.
+ * - cbslot::handle<T>: a refcounted handle to a T (copy = retain, destructor = release).
+ * - cbslot::loop, cbslot::context, cbslot::queue: owners of a built-in loop, a VDE3 context and a queue.
+ *
+ * Every failing C call throws cbslot::error, carrying the status and cb_last_error()'s text (for the VDE3
+ * context calls, the status is CB_ERR_INVALID_ARG and the text names errno).
+ *
+ * Exceptions never unwind into C: a callable called through a cbslot::callback runs in a noexcept
+ * function, so an exception escaping it calls std::terminate(). Catch inside the callable if it may throw.
+ */
+#ifndef CBSLOT_HPP
+#define CBSLOT_HPP
+
+#include <cbslot.h>
+
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+namespace cbslot {
+
+/** A failed cbslot call: the status and the thread's cb_last_error() text at the time. */
+class error : public std::runtime_error {
+ public:
+  error(cb_status status, const std::string &what) : std::runtime_error(what), status_(status) {}
+  /** The status the C call returned. */
+  cb_status status() const noexcept { return status_; }
+
+ private:
+  cb_status status_;
+};
+
+namespace detail {
+
+inline void check(cb_status status) {
+  if (status != CB_OK) throw error(status, std::string(cb_status_str(status)) + " -- " + cb_last_error());
+}
+
+inline void check_errno(bool failed) {
+  if (failed) {
+    int e = errno;
+    throw error(CB_ERR_INVALID_ARG, std::string(cb_status_str(CB_ERR_INVALID_ARG)) + " (errno: " + std::strerror(e) +
+                                        ") -- " + cb_last_error());
+  }
+}
+
+template <class T>
+constexpr bool is_int_class = std::is_integral_v<T> || std::is_pointer_v<T> || std::is_enum_v<T> ||
+                              std::is_null_pointer_v<T>;
+template <class T>
+constexpr bool is_float_class = std::is_same_v<T, float> || std::is_same_v<T, double>;
+
+template <class... Args>
+constexpr int int_args() {
+  return (0 + ... + (is_int_class<Args> ? 1 : 0));
+}
+template <class... Args>
+constexpr int float_args() {
+  return (0 + ... + (is_float_class<Args> ? 1 : 0));
+}
+
+}  // namespace detail
+
+template <class Signature>
+class callback;
+
+/**
+ * A registration of a callable as a plain C function pointer `R (*)(Args...)`.
+ *
+ * Supported signatures (x86_64): up to 5 integer, enum or pointer arguments and up to 8 float/double
+ * arguments; results of void, integer, enum, pointer, float or double. Anything else fails to compile.
+ * The callable is moved into the registration; it is destroyed (on whatever thread runs cbslot's next grace
+ * period) once the callback is unregistered and no call through it is in flight.
+ */
+template <class R, class... Args>
+class callback<R(Args...)> {
+  static_assert(((detail::is_int_class<Args> || detail::is_float_class<Args>) && ...),
+                "cbslot::callback: every argument must be an integer, enum, pointer, float or double");
+  static_assert(detail::int_args<Args...>() <= 5,
+                "cbslot::callback: at most 5 integer/pointer arguments (the callable's context takes the 6th "
+                "register)");
+  static_assert(detail::float_args<Args...>() <= 8, "cbslot::callback: at most 8 float/double arguments");
+  static_assert(std::is_void_v<R> || detail::is_int_class<R> || detail::is_float_class<R>,
+                "cbslot::callback: the result must be void, an integer, enum, pointer, float or double");
+
+ public:
+  /** The plain C function pointer type this callback hands out. */
+  using pointer = R (*)(Args...);
+
+  /** Registers a copy (or the moved value) of `f`. Throws cbslot::error if cb_register fails. */
+  template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, callback>>>
+  explicit callback(F &&f) {
+    using Fn = std::decay_t<F>;
+    static_assert(std::is_invocable_r_v<R, Fn &, Args...>, "cbslot::callback: the callable does not fit R(Args...)");
+    auto owned = std::make_unique<Fn>(std::forward<F>(f));
+    cb_fn entry = nullptr;
+    detail::check(cb_register(reinterpret_cast<cb_fn>(&invoke<Fn>), owned.get(), &destroy<Fn>, &handle_, &entry));
+    owned.release();  // now owned by the registration: destroy<Fn> frees it
+    entry_ = reinterpret_cast<pointer>(entry);
+  }
+
+  callback(callback &&other) noexcept
+      : handle_(std::exchange(other.handle_, 0)), entry_(std::exchange(other.entry_, nullptr)) {}
+  callback &operator=(callback &&other) noexcept {
+    if (this != &other) {
+      reset();
+      handle_ = std::exchange(other.handle_, 0);
+      entry_ = std::exchange(other.entry_, nullptr);
+    }
+    return *this;
+  }
+  callback(const callback &) = delete;
+  callback &operator=(const callback &) = delete;
+  ~callback() { reset(); }
+
+  /** The plain function pointer (nullptr after a move or reset). Calling it after reset is a stale call. */
+  pointer get() const noexcept { return entry_; }
+  /** The registration's handle (0 after a move or reset). */
+  cb_handle handle() const noexcept { return handle_; }
+  explicit operator bool() const noexcept { return entry_ != nullptr; }
+
+  /** Unregisters now (the callable is destroyed once no call is in flight). */
+  void reset() noexcept {
+    if (handle_) cb_unregister(handle_);
+    handle_ = 0;
+    entry_ = nullptr;
+  }
+
+ private:
+  template <class Fn>
+  static R invoke(void *self, Args... args) noexcept {
+    return (*static_cast<Fn *>(self))(args...);
+  }
+  template <class Fn>
+  static void destroy(void *self) noexcept {
+    delete static_cast<Fn *>(self);
+  }
+
+  cb_handle handle_ = 0;
+  pointer entry_ = nullptr;
+};
+
+/**
+ * A reference to a T registered in cbslot's handle registry. Copying retains, destruction releases; the
+ * last release deletes the T (with the deleter given to make()). value() is valid while you hold it.
+ */
+template <class T>
+class handle {
+ public:
+  /** Registers `object`; the handle owns it from now on. */
+  static handle make(std::unique_ptr<T> object) {
+    cb_handle h = 0;
+    detail::check(cb_handle_new(object.get(), [](void *p) { delete static_cast<T *>(p); }, &h));
+    object.release();
+    return handle(h);
+  }
+  /** Takes a new reference to an existing raw handle (for handles that came through C). */
+  static handle retain(cb_handle raw) {
+    detail::check(cb_handle_retain(raw));
+    return handle(raw);
+  }
+
+  handle() = default;
+  handle(const handle &o) : raw_(o.raw_) {
+    if (raw_) detail::check(cb_handle_retain(raw_));
+  }
+  handle(handle &&o) noexcept : raw_(std::exchange(o.raw_, 0)) {}
+  handle &operator=(handle o) noexcept {
+    std::swap(raw_, o.raw_);
+    return *this;
+  }
+  ~handle() {
+    if (raw_) cb_handle_release(raw_);
+  }
+
+  /** The object. Throws cbslot::error for an empty handle. */
+  T &value() const {
+    void *p = nullptr;
+    detail::check(cb_handle_get(raw_, &p));
+    return *static_cast<T *>(p);
+  }
+  T *operator->() const { return &value(); }
+  /** The raw 64-bit handle, to pass through C (it stays valid while some cbslot::handle holds it). */
+  cb_handle raw() const noexcept { return raw_; }
+  explicit operator bool() const noexcept { return raw_ != 0; }
+
+ private:
+  explicit handle(cb_handle raw) : raw_(raw) {}
+  cb_handle raw_ = 0;
+};
+
+/** cbslot's built-in event loop. */
+class loop {
+ public:
+  loop() { detail::check(cb_loop_new(&loop_)); }
+  loop(const loop &) = delete;
+  loop &operator=(const loop &) = delete;
+  ~loop() { cb_loop_free(loop_); }
+
+  /** Its four VDE3 functions, for context::init. */
+  vde_event_handler handler() const {
+    vde_event_handler h;
+    detail::check(cb_loop_handler(loop_, &h));
+    return h;
+  }
+  void run() { detail::check(cb_loop_run(loop_)); }
+  size_t run_once(int timeout_ms) {
+    size_t n = 0;
+    detail::check(cb_loop_run_once(loop_, timeout_ms, &n));
+    return n;
+  }
+  void stop() { detail::check(cb_loop_stop(loop_)); }
+  cb_loop *get() const noexcept { return loop_; }
+
+ private:
+  cb_loop *loop_ = nullptr;
+};
+
+/** A VDE3 context: created and initialised with a copy of `handler`, deleted (after fini) on destruction. */
+class context {
+ public:
+  explicit context(const vde_event_handler &handler, char **modules_path = nullptr) {
+    detail::check_errno(vde_context_new(&ctx_) != 0);
+    if (vde_context_init(ctx_, &handler, modules_path) != 0) {
+      int e = errno;
+      vde_context_delete(ctx_);
+      errno = e;
+      detail::check_errno(true);
+    }
+  }
+  context(const context &) = delete;
+  context &operator=(const context &) = delete;
+  ~context() { vde_context_delete(ctx_); }
+
+  /** Registers an fd event; returns cbslot's token. Throws cbslot::error on failure. */
+  void *event_add(int fd, short events, const struct timeval *timeout, vde_event_cb cb, void *arg) {
+    void *ev = vde_context_event_add(ctx_, fd, events, timeout, cb, arg);
+    detail::check_errno(ev == nullptr);
+    return ev;
+  }
+  void *timeout_add(const struct timeval *timeout, short events, vde_event_cb cb, void *arg) {
+    void *ev = vde_context_timeout_add(ctx_, timeout, events, cb, arg);
+    detail::check_errno(ev == nullptr);
+    return ev;
+  }
+  void event_del(void *ev) {
+    errno = 0;
+    vde_context_event_del(ctx_, ev);
+    detail::check_errno(errno != 0);
+  }
+  void timeout_del(void *ev) {
+    errno = 0;
+    vde_context_timeout_del(ctx_, ev);
+    detail::check_errno(errno != 0);
+  }
+  vde_context *get() const noexcept { return ctx_; }
+
+ private:
+  vde_context *ctx_ = nullptr;
+};
+
+/** A delivery queue; its sinks take any callable `void(const void *data, size_t len)`. */
+class queue {
+ public:
+  explicit queue(size_t capacity) { detail::check(cb_queue_new(capacity, &q_)); }
+  queue(const queue &) = delete;
+  queue &operator=(const queue &) = delete;
+  ~queue() { cb_queue_free(q_); }
+
+  /** Registers a sink; the callable lives until the sink is unregistered or the queue closes. */
+  template <class F>
+  cb_handle sink(F &&f) {
+    using Fn = std::decay_t<F>;
+    auto owned = std::make_unique<Fn>(std::forward<F>(f));
+    cb_handle h = 0;
+    detail::check(cb_queue_sink_register(
+        q_, [](void *ud, const void *data, size_t len) noexcept { (*static_cast<Fn *>(ud))(data, len); },
+        owned.get(), [](void *ud) { delete static_cast<Fn *>(ud); }, &h));
+    owned.release();
+    return h;
+  }
+  static void unregister(cb_handle sink) { detail::check(cb_queue_sink_unregister(sink)); }
+  static void post(cb_handle sink, const void *data, size_t len) { detail::check(cb_queue_post(sink, data, len)); }
+  size_t drain(size_t max, int timeout_ms = 0) {
+    size_t n = 0;
+    detail::check(cb_queue_drain(q_, max, timeout_ms, &n));
+    return n;
+  }
+  int fd() const {
+    int fd = -1;
+    detail::check(cb_queue_fd(q_, &fd));
+    return fd;
+  }
+  void close(bool deliver_pending) { detail::check(cb_queue_close(q_, deliver_pending ? 1 : 0)); }
+  cb_queue_stats stats() const {
+    cb_queue_stats s;
+    detail::check(cb_queue_get_stats(q_, &s));
+    return s;
+  }
+  cb_queue *get() const noexcept { return q_; }
+
+ private:
+  cb_queue *q_ = nullptr;
+};
+
+}  // namespace cbslot
+
+#endif
