@@ -1,0 +1,281 @@
+package cbslot
+
+/*
+#include <cbslot.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+// Events drained by one cbslot call are collected here (C memory), then read by Go in one go: no
+// C->Go callback per event.
+typedef struct cbslot_go_event {
+  uint64_t sink;
+  size_t off, len;
+} cbslot_go_event;
+typedef struct cbslot_go_batch {
+  cbslot_go_event *ev;
+  size_t n, cap;
+  char *buf;
+  size_t used, size;
+} cbslot_go_batch;
+typedef struct cbslot_go_sink {
+  cbslot_go_batch *batch;
+  uint64_t id;
+} cbslot_go_sink;
+
+static void cbslot_go_collect(void *ud, const void *data, size_t len) {
+  cbslot_go_sink *s = ud;
+  cbslot_go_batch *b = s->batch;
+  if (b->n == b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 256;
+    cbslot_go_event *ev = realloc(b->ev, cap * sizeof *ev);
+    if (!ev) return; // out of memory: the event is lost (counted as delivered by cbslot)
+    b->ev = ev;
+    b->cap = cap;
+  }
+  if (b->used + len > b->size) {
+    size_t size = b->size ? b->size : 65536;
+    while (size < b->used + len) size *= 2;
+    char *buf = realloc(b->buf, size);
+    if (!buf) return;
+    b->buf = buf;
+    b->size = size;
+  }
+  memcpy(b->buf + b->used, data, len);
+  b->ev[b->n++] = (cbslot_go_event){s->id, b->used, len};
+  b->used += len;
+}
+static void cbslot_go_sink_free(void *ud) { free(ud); }
+
+static cb_status cbslot_go_sink_new(cb_queue *q, cbslot_go_batch *b, uint64_t id, cb_handle *out) {
+  cbslot_go_sink *s = malloc(sizeof *s);
+  if (!s) return CB_ERR_NO_MEMORY;
+  s->batch = b;
+  s->id = id;
+  cb_status st = cb_queue_sink_register(q, cbslot_go_collect, s, cbslot_go_sink_free, out);
+  if (st) free(s);
+  return st;
+}
+static cb_status cbslot_go_drain(cb_queue *q, cbslot_go_batch *b, size_t max) {
+  b->n = 0;
+  b->used = 0;
+  return cb_queue_drain(q, max, 0, NULL);
+}
+static cb_status cbslot_go_post(cb_handle sink, uintptr_t data, size_t len) {
+  return cb_queue_post(sink, (const void *)data, len);
+}
+static cb_status cbslot_go_entry(cb_handle sink, int len_type, uintptr_t *out) {
+  cb_fn e = NULL;
+  cb_status s = cb_queue_sink_entry(sink, len_type, &e);
+  *out = (uintptr_t)e;
+  return s;
+}
+static int cbslot_go_dup_fd(cb_queue *q) {
+  int fd = -1;
+  return cb_queue_fd(q, &fd) == CB_OK ? dup(fd) : -1;
+}
+static void cbslot_go_batch_free(cbslot_go_batch *b) {
+  free(b->ev);
+  free(b->buf);
+  free(b);
+}
+*/
+import "C"
+
+import (
+	"os"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+// Queue is a cross-thread delivery queue: C threads post copies of events (cb_queue_post or a sink's bare
+// entry), and they arrive in Go on the Events channel, drained in batches by one goroutine that waits on
+// the queue's eventfd through Go's poller. No C->Go callback runs per event.
+type Queue struct {
+	q      *C.cb_queue
+	batch  *C.cbslot_go_batch
+	mu     sync.Mutex // one drain at a time into the batch
+	sinks  sync.Map   // sink id -> *Sink
+	nextID uint64
+	events chan Event
+	start  sync.Once
+	done   chan struct{}
+	closed int32
+	file   *os.File
+}
+
+// Event is one delivered event: the sink it was posted to and a Go copy of its bytes.
+type Event struct {
+	Sink *Sink
+	Data []byte
+}
+
+// Sink is where producers post. Its Handle is what C code needs (cb_queue_post, or Entry's pointer).
+type Sink struct {
+	q *Queue
+	h C.cb_handle
+}
+
+// NewQueue creates a queue holding up to capacity events (rounded up to a power of two).
+func NewQueue(capacity int) (*Queue, error) {
+	q := &Queue{done: make(chan struct{})}
+	q.batch = (*C.cbslot_go_batch)(C.calloc(1, C.size_t(unsafe.Sizeof(C.cbslot_go_batch{}))))
+	if err := call(func() C.cb_status { return C.cb_status(C.cb_queue_new(C.size_t(capacity), &q.q)) }); err != nil {
+		C.cbslot_go_batch_free(q.batch)
+		return nil, err
+	}
+	return q, nil
+}
+
+// NewSink registers a sink on the queue.
+func (q *Queue) NewSink() (*Sink, error) {
+	s := &Sink{q: q}
+	id := atomic.AddUint64(&q.nextID, 1)
+	if err := call(func() C.cb_status { return C.cbslot_go_sink_new(q.q, q.batch, C.uint64_t(id), &s.h) }); err != nil {
+		return nil, err
+	}
+	q.sinks.Store(id, s)
+	return s, nil
+}
+
+// Handle is the sink's cbslot handle, for C producers (cb_queue_post).
+func (s *Sink) Handle() uint64 { return uint64(s.h) }
+
+// Post posts a copy of data (never blocks: ErrCapacity when full).
+func (s *Sink) Post(data []byte) error {
+	var p uintptr
+	if len(data) > 0 {
+		p = uintptr(unsafe.Pointer(&data[0]))
+	}
+	err := call(func() C.cb_status { return C.cbslot_go_post(s.h, C.uintptr_t(p), C.size_t(len(data))) })
+	runtimeKeepAlive(data)
+	return err
+}
+
+// Entry returns a bare C function pointer `int entry(const void *data, int len)` (intLen) or
+// `int entry(const void *data, size_t len)` that posts to the sink, for C libraries that only take such a
+// callback and call it from their own threads.
+func (s *Sink) Entry(intLen bool) (uintptr, error) {
+	lt := C.int(C.CB_QUEUE_LEN_SIZE_T)
+	if intLen {
+		lt = C.CB_QUEUE_LEN_INT
+	}
+	var e C.uintptr_t
+	err := call(func() C.cb_status { return C.cbslot_go_entry(s.h, lt, &e) })
+	return uintptr(e), err
+}
+
+// Close unregisters the sink: its events not yet delivered are dropped.
+func (s *Sink) Close() error {
+	return call(func() C.cb_status { return C.cb_status(C.cb_queue_sink_unregister(s.h)) })
+}
+
+// drain delivers up to max events into Go values.
+func (q *Queue) drain(max int) ([]Event, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if err := call(func() C.cb_status { return C.cbslot_go_drain(q.q, q.batch, C.size_t(max)) }); err != nil {
+		return nil, err
+	}
+	return q.collect(), nil
+}
+
+// collect turns the C batch into Events (q.mu held).
+func (q *Queue) collect() []Event {
+	n := int(q.batch.n)
+	if n == 0 {
+		return nil
+	}
+	evs := unsafe.Slice(q.batch.ev, n)
+	all := C.GoBytes(unsafe.Pointer(q.batch.buf), C.int(q.batch.used))
+	out := make([]Event, n)
+	var sink *Sink
+	lastID := ^C.uint64_t(0)
+	for i, e := range evs {
+		if e.sink != lastID { // events of one sink tend to come in runs
+			sink, lastID = nil, e.sink
+			if v, ok := q.sinks.Load(uint64(e.sink)); ok {
+				sink = v.(*Sink)
+			}
+		}
+		out[i] = Event{Sink: sink, Data: all[e.off : e.off+e.len : e.off+e.len]}
+	}
+	q.batch.n, q.batch.used = 0, 0
+	return out
+}
+
+// Drain delivers up to max pending events now, without waiting (for callers that poll instead of Events).
+func (q *Queue) Drain(max int) ([]Event, error) { return q.drain(max) }
+
+// Events returns the channel events arrive on. The first call starts the goroutine that waits on the
+// queue's eventfd through Go's poller and drains batches of up to 256 into the channel. The channel is
+// closed after Close has delivered what was pending.
+func (q *Queue) Events() <-chan Event {
+	q.start.Do(func() {
+		q.events = make(chan Event, 1024)
+		fd := C.cbslot_go_dup_fd(q.q)
+		q.file = os.NewFile(uintptr(fd), "cbslot-queue")
+		go q.pump()
+	})
+	return q.events
+}
+
+func (q *Queue) pump() {
+	defer close(q.done)
+	defer close(q.events)
+	rc, err := q.file.SyscallConn()
+	if err != nil {
+		return
+	}
+	for {
+		var evs []Event
+		var closed bool
+		rerr := rc.Read(func(uintptr) bool {
+			evs, _ = q.drain(256)
+			closed = atomic.LoadInt32(&q.closed) != 0
+			return len(evs) > 0 || closed
+		})
+		for _, e := range evs {
+			q.events <- e
+		}
+		if rerr != nil || (closed && len(evs) == 0) {
+			return
+		}
+	}
+}
+
+// Close closes the queue: producers are refused from now on; pending events are delivered to the Events
+// channel (if it was started; keep receiving until it is closed) when deliverPending, else dropped. Then
+// the queue is freed.
+func (q *Queue) Close(deliverPending bool) error {
+	if !atomic.CompareAndSwapInt32(&q.closed, 0, 1) {
+		return &Error{Status: ErrClosed, Detail: "the queue was already closed"}
+	}
+	d := C.int(0)
+	if deliverPending && q.events != nil {
+		d = 1
+	}
+	q.mu.Lock()
+	err := call(func() C.cb_status { return C.cb_status(C.cb_queue_close(q.q, d)) })
+	pending := q.collect()
+	q.mu.Unlock()
+	if q.events != nil {
+		for _, e := range pending {
+			q.events <- e
+		}
+		<-q.done
+		q.file.Close()
+	}
+	C.cb_queue_free(q.q)
+	C.cbslot_go_batch_free(q.batch)
+	return err
+}
+
+// Stats returns the queue's counters (posted, delivered, dropped, full_rejections, high_water, pending).
+func (q *Queue) Stats() (posted, delivered, dropped, fullRejections, highWater, pending uint64) {
+	var s C.cb_queue_stats
+	C.cb_queue_get_stats(q.q, &s)
+	return uint64(s.posted), uint64(s.delivered), uint64(s.dropped), uint64(s.full_rejections), uint64(s.high_water), uint64(s.pending)
+}
