@@ -343,7 +343,14 @@ impl Queue {
                 let pos = self.dequeue.load(Relaxed);
                 let cell = &self.cells[(pos & self.mask) as usize];
                 if cell.seq.load(Acquire) != pos + 1 {
-                    break; // empty (or the head post is still being written)
+                    if self.enqueue.load(SeqCst) & !CLOSED == pos {
+                        break; // empty
+                    }
+                    // a producer has claimed the head cell and is still copying into it. Wait for it rather
+                    // than sleep: it checked the idle flag before we could set it, so it would not wake us.
+                    while cell.seq.load(Acquire) != pos + 1 {
+                        std::thread::yield_now();
+                    }
                 }
                 self.dequeue.store(pos + 1, Relaxed);
                 let sink = cell.sink.get();
