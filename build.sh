@@ -77,6 +77,13 @@ case "${1:-}" in
     "$BUILD_DIR/bench_callbacks" "${2:-1}"
     echo
     "$BUILD_DIR/bench_queue" "${2:-1}"
+    if command -v go >/dev/null 2>&1; then
+      echo
+      export PKG_CONFIG_PATH="$PWD/$BUILD_DIR/pkgconfig"
+      (cd bindings/go && go test -run '^$' -bench . -benchtime 1s)
+      # purego's callbacks cannot be freed and stop at 2000: measured on 1000 of them
+      (cd bindings/go/benchpurego && go test -run '^$' -bench . -benchtime 1000x)
+    fi
     ;;
   *)
     echo "usage: ./build.sh demo | test | bench [scale]" >&2

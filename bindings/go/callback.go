@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"sync"
 	"unsafe"
 )
 
@@ -51,6 +52,7 @@ type Callback struct {
 }
 
 type goFunc struct {
+	fast   func(a *[5]uintptr) uintptr // set for funcs of uintptr arguments and result: no reflection
 	fn     reflect.Value
 	ins    []reflect.Type
 	floats []bool // per argument: taken from the floating-point registers
@@ -107,16 +109,61 @@ func LiveCallbacks() int { return funcs.len() }
 // Barrier waits until every destroy notification due for earlier unregisters has run (see cb_barrier).
 func Barrier() error { return call(func() C.cb_status { return C.cb_status(C.cb_barrier()) }) }
 
+// shapes caches what inspect learns about a func type.
+var shapes sync.Map // reflect.Type -> *goFunc (without fn)
+
 func inspect(fn interface{}) (*goFunc, error) {
 	v := reflect.ValueOf(fn)
 	if v.Kind() != reflect.Func || v.IsNil() {
 		return nil, &Error{Status: ErrInvalidArg, Detail: fmt.Sprintf("NewCallback: %T is not a func", fn)}
 	}
-	t := v.Type()
+	if shape, ok := shapes.Load(v.Type()); ok {
+		info := *shape.(*goFunc)
+		info.fn = v
+		info.fast = fastPath(fn)
+		return &info, nil
+	}
+	info, err := inspectType(v.Type())
+	if err != nil {
+		return nil, err
+	}
+	shapes.Store(v.Type(), info)
+	out := *info
+	out.fn = v
+	out.fast = fastPath(fn)
+	return &out, nil
+}
+
+// fastPath calls the common all-uintptr shapes directly instead of through reflect.Call.
+func fastPath(fn interface{}) func(a *[5]uintptr) uintptr {
+	switch f := fn.(type) {
+	case func():
+		return func(*[5]uintptr) uintptr { f(); return 0 }
+	case func() uintptr:
+		return func(*[5]uintptr) uintptr { return f() }
+	case func(uintptr):
+		return func(a *[5]uintptr) uintptr { f(a[0]); return 0 }
+	case func(uintptr) uintptr:
+		return func(a *[5]uintptr) uintptr { return f(a[0]) }
+	case func(uintptr, uintptr):
+		return func(a *[5]uintptr) uintptr { f(a[0], a[1]); return 0 }
+	case func(uintptr, uintptr) uintptr:
+		return func(a *[5]uintptr) uintptr { return f(a[0], a[1]) }
+	case func(uintptr, uintptr, uintptr) uintptr:
+		return func(a *[5]uintptr) uintptr { return f(a[0], a[1], a[2]) }
+	case func(uintptr, uintptr, uintptr, uintptr) uintptr:
+		return func(a *[5]uintptr) uintptr { return f(a[0], a[1], a[2], a[3]) }
+	case func(uintptr, uintptr, uintptr, uintptr, uintptr) uintptr:
+		return func(a *[5]uintptr) uintptr { return f(a[0], a[1], a[2], a[3], a[4]) }
+	}
+	return nil
+}
+
+func inspectType(t reflect.Type) (*goFunc, error) {
 	if t.IsVariadic() {
 		return nil, &Error{Status: ErrInvalidArg, Detail: "NewCallback: variadic funcs are not supported"}
 	}
-	info := &goFunc{fn: v}
+	info := &goFunc{}
 	ints, floats := 0, 0
 	for i := 0; i < t.NumIn(); i++ {
 		in := t.In(i)
@@ -197,6 +244,9 @@ func cbslotGoCall(key C.uintptr_t, a0, a1, a2, a3, a4 C.uintptr_t, f0, f1, f2, f
 	}
 	info := v.(*goFunc)
 	ints := [5]uintptr{uintptr(a0), uintptr(a1), uintptr(a2), uintptr(a3), uintptr(a4)}
+	if info.fast != nil {
+		return C.uintptr_t(info.fast(&ints))
+	}
 	floats := [8]float64{float64(f0), float64(f1), float64(f2), float64(f3), float64(f4), float64(f5), float64(f6), float64(f7)}
 	args := make([]reflect.Value, len(info.ins))
 	ni, nf := 0, 0
