@@ -65,7 +65,7 @@ static void qsort_two_threads() {
 
 static void nftw_with_lambda() {
   char root[] = "/tmp/cbslot-cpp-XXXXXX";
-  CHECK(mkdtemp(root) != nullptr);
+  if (!mkdtemp(root)) std::exit(1);
   std::string sub = std::string(root) + "/d";
   CHECK(mkdir(sub.c_str(), 0700) == 0);
   for (int i = 0; i < 3; ++i) {
@@ -73,14 +73,22 @@ static void nftw_with_lambda() {
     CHECK(f != nullptr);
     std::fclose(f);
   }
-  std::vector<std::string> seen;
-  cbslot::callback<int(const char *, const struct stat *, int, struct FTW *)> visit(
-      [&](const char *path, const struct stat *, int type, struct FTW *) {
-        if (type == FTW_F) seen.emplace_back(path);
-        return 0;
-      });
-  CHECK(nftw(root, visit.get(), 8, FTW_PHYS) == 0);
-  CHECK(seen.size() == 3);
+  // two threads walk at once, each through its own lambda (and so its own entry)
+  std::vector<std::string> seen[2];
+  std::thread walkers[2];
+  for (int t = 0; t < 2; ++t)
+    walkers[t] = std::thread([&, t] {
+      for (int round = 0; round < 50; ++round) {
+        cbslot::callback<int(const char *, const struct stat *, int, struct FTW *)> visit(
+            [&, t](const char *path, const struct stat *, int type, struct FTW *) {
+              if (type == FTW_F) seen[t].emplace_back(path);
+              return 0;
+            });
+        if (nftw(root, visit.get(), 8, FTW_PHYS) != 0) return;
+      }
+    });
+  for (auto &w : walkers) w.join();
+  CHECK(seen[0].size() == 150 && seen[1].size() == 150);
   cbslot::callback<int(const char *, const struct stat *, int, struct FTW *)> remove_all(
       [](const char *path, const struct stat *, int, struct FTW *) { return std::remove(path); });
   CHECK(nftw(root, remove_all.get(), 8, FTW_DEPTH | FTW_PHYS) == 0);
