@@ -60,11 +60,18 @@ case "${1:-}" in
     "$BUILD_DIR/cbslot-demo"
     ;;
   test)
-    configure pkg-config:pkgconf nm:binutils
+    # the whole suite (C, Rust, C++, Go, packaging, and the C suite under valgrind), then the C suite again
+    # built with ASan+UBSan
+    configure pkg-config:pkgconf nm:binutils valgrind:valgrind
     optional_packages /usr/include/event2/event.h:libevent-dev g++:g++
     cmake -S . -B "$BUILD_DIR" >/dev/null   # pick up libevent if it was just installed
     cmake --build "$BUILD_DIR" -j "$JOBS"
-    cd "$BUILD_DIR" && ctest --output-on-failure -j "$JOBS"
+    (cd "$BUILD_DIR" && ctest --output-on-failure -j "$JOBS")
+    cmake -S . -B "$BUILD_DIR-sanitize" -DCMAKE_BUILD_TYPE=Debug -DCBSLOT_SANITIZE=ON \
+          -DCBSLOT_CARGO_TARGET_DIR="$PWD/$BUILD_DIR/cargo" >/dev/null
+    cmake --build "$BUILD_DIR-sanitize" -j "$JOBS"
+    cd "$BUILD_DIR-sanitize" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+      ctest --output-on-failure -j "$JOBS" -L '^c$'
     ;;
   bench)
     configure pkg-config:pkgconf "/usr/include/$(gcc -print-multiarch)/ffi.h:libffi-dev"
