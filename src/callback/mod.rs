@@ -418,6 +418,23 @@ impl Callbacks {
         crate::segvec::fork_prepare();
     }
 
+    /// In a fork child: destroys that were due in the parent stay the parent's (it runs them); the child
+    /// frees those slots without running them, so no destroy runs in both processes.
+    fn drop_pending_in_child(&self) {
+        let mut g = self.inner.lock();
+        let pending = core::mem::take(&mut g.pending);
+        for &(index, seq) in &pending {
+            let meta = self.meta.get(index).expect("pending slots exist");
+            let generation = (meta.state.load(Relaxed) >> 32) as u32 & GEN_MAX;
+            meta.state.store(state(generation + 1, FREE), Release);
+            if generation < GEN_MAX {
+                g.quarantine.push_back(index);
+            }
+            g.done.mark(seq);
+        }
+        g.stats.destroyed_total += pending.len() as u64;
+    }
+
     fn fork_release(&self) {
         crate::segvec::fork_release();
         // SAFETY: locked in fork_prepare by this thread, guards forgotten.
@@ -442,6 +459,7 @@ fn init_process() {
         extern "C" fn child() {
             CALLBACKS.fork_release();
             inflight::after_fork_in_child();
+            CALLBACKS.drop_pending_in_child();
         }
         // SAFETY: plain function pointers with no captured state.
         unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
