@@ -3,6 +3,7 @@
 #   ./build.sh demo    build the library and run the demo (the main job)
 #   ./build.sh test    build everything and run the whole test suite under CTest
 #   ./build.sh bench   build and run the benchmarks (figures for the README)
+#   ./build.sh report  run every benchmark; write bench/results.md and bench/chart.svg
 # System packages that are missing are installed when run as root; otherwise the exact command is printed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -92,8 +93,14 @@ case "${1:-}" in
       (cd bindings/go/benchpurego && go test -run '^$' -bench . -benchtime 1000x)
     fi
     ;;
+  report)
+    configure pkg-config:pkgconf "/usr/include/$(gcc -print-multiarch)/ffi.h:libffi-dev"
+    cmake -S . -B "$BUILD_DIR" >/dev/null
+    cmake --build "$BUILD_DIR" -j "$JOBS" --target bench_handles bench_callbacks bench_queue
+    scripts/report.sh "$BUILD_DIR"
+    ;;
   *)
-    echo "usage: ./build.sh demo | test | bench [scale]" >&2
+    echo "usage: ./build.sh demo | test | bench [scale] | report" >&2
     exit 2
     ;;
 esac
