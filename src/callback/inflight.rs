@@ -146,12 +146,17 @@ impl Drop for Inside {
 pub(crate) fn wait_until_no_one_inside(addr: usize) {
     let mut round = 0u32;
     while scan().contains(addr) {
-        round += 1;
-        if round < 16 {
-            std::thread::yield_now();
-        } else {
-            std::thread::sleep(std::time::Duration::from_micros(50));
-        }
+        backoff(&mut round);
+    }
+}
+
+/// One step of waiting for other threads: yield for the first rounds, then sleep 50 us doubling to 1.6 ms.
+pub(crate) fn backoff(round: &mut u32) {
+    *round += 1;
+    if *round < 16 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(std::time::Duration::from_micros(50u64 << (*round - 16).min(5)));
     }
 }
 

@@ -244,13 +244,13 @@ impl Callbacks {
     }
 
     /// Looks up a live callback handle; the error says what is wrong with it.
-    fn check(&self, handle: u64) -> Result<(u32, &Meta), Error> {
+    fn check(&self, handle: u64) -> Result<u32, Error> {
         let (_, index) = check_kind(handle, Kind::Callback)?;
         if let Some(meta) = self.meta.get(index) {
             let s = meta.state.load(Acquire);
             if (s >> 32) as u32 == (handle >> 32) as u32 {
                 match s as u32 {
-                    LIVE => return Ok((index, meta)),
+                    LIVE => return Ok(index),
                     PENDING => return Err(Error::InvalidHandle(handle, "was already unregistered")),
                     _ => {}
                 }
@@ -270,7 +270,7 @@ impl Callbacks {
 
     /// Unregisters; returns the unregister's sequence number (for waiting on its destroy).
     pub(crate) fn unregister(&self, handle: u64) -> Result<u64, Error> {
-        let (index, _) = self.check(handle)?;
+        let index = self.check(handle)?;
         let mut g = self.inner.lock();
         let meta = self.meta.get(index).expect("checked");
         // re-check under the lock: another thread may have unregistered it since
@@ -366,12 +366,12 @@ impl Callbacks {
                 return Err(Error::WouldDeadlock("a callback it waits for is running on this very thread"));
             }
             drop(g);
-            backoff(&mut round);
+            inflight::backoff(&mut round);
         }
     }
 
     pub(crate) fn unregister_wait(&self, handle: u64) -> Result<(), Error> {
-        let (index, _) = self.check(handle)?;
+        let index = self.check(handle)?;
         if inflight::inside_on_this_thread(self.data_addr(index)) {
             return Err(Error::WouldDeadlock("called from inside this callback (use cb_unregister there)"));
         }
@@ -464,15 +464,6 @@ fn init_process() {
         // SAFETY: plain function pointers with no captured state.
         unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
     });
-}
-
-fn backoff(round: &mut u32) {
-    *round += 1;
-    if *round < 16 {
-        std::thread::yield_now();
-    } else {
-        std::thread::sleep(std::time::Duration::from_micros(50u64 << (*round - 16).min(5)));
-    }
 }
 
 /// Prints `what` and aborts: for failures on paths that cannot return an error (inside the dispatcher).
