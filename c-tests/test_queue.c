@@ -315,17 +315,17 @@ static void bare_entries(void) {
   size_t n;
   CHECK_STATUS(CB_OK, cb_queue_drain(q, 5000, 0, &n));
   CHECK(n == 1000 && ordered_errors == 0);
-  CHECK(((size_cb)e_size)("line 1000", 9) == 0);
-  CHECK(((int (*)(const void *, int))e_int)("x", -1) == -1); /* negative length refused */
+  CHECK(((size_cb)e_size)("line 1000", 9) == 1); /* 1: posted */
+  CHECK(((int (*)(const void *, int))e_int)("x", -1) == 0); /* negative length refused: 0, not posted */
   CHECK_LAST_ERROR("negative length");
-  CHECK(((size_cb)e_size)(NULL, 3) == -1);
+  CHECK(((size_cb)e_size)(NULL, 3) == 0);
   CHECK_STATUS(CB_OK, cb_queue_drain(q, 5000, 0, &n));
   CHECK(n == 1 && ordered_errors == 0);
   /* the entries die with the sink */
   CHECK_STATUS(CB_OK, cb_queue_sink_unregister(s));
   CHECK_STATUS(CB_OK, cb_barrier());
   cb_set_stale_handler(on_stale, NULL);
-  ((size_cb)e_size)("y", 1);
+  CHECK(((size_cb)e_size)("y", 1) == 0); /* a stale call reports "not posted" too */
   CHECK(stale == 1);
   cb_set_stale_handler(NULL, NULL);
   CHECK_STATUS(CB_OK, cb_queue_free(q));

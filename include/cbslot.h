@@ -29,12 +29,6 @@
 #define CB_GRACE_BATCH 256
 
 /**
- * Payloads of up to this many bytes are copied into the queue's own cells (no allocation); larger ones
- * are copied to the heap.
- */
-#define CB_QUEUE_INLINE_BYTES 40
-
-/**
  * `cb_queue_sink_entry` length type: the entry is `int entry(const void *data, int len)`.
  */
 #define CB_QUEUE_LEN_INT 0
@@ -43,6 +37,17 @@
  * `cb_queue_sink_entry` length type: the entry is `int entry(const void *data, size_t len)`.
  */
 #define CB_QUEUE_LEN_SIZE_T 1
+
+/**
+ * Payloads of up to this many bytes are copied into the queue's own cells (no allocation); larger ones
+ * are copied to the heap.
+ */
+#define CB_QUEUE_INLINE_BYTES 40
+
+/**
+ * Largest capacity `cb_queue_new` accepts (events); the cells take 64 bytes each.
+ */
+#define CB_QUEUE_MAX_CAPACITY (1 << 30)
 
 /**
  * Fires on timeout.
@@ -399,7 +404,10 @@ enum cb_status cb_loop_new(struct cb_loop **out_loop);
 /**
  * Fills `*out_handler` with this loop's four functions, ready for `vde_context_init`. They are bare
  * function pointers (cbslot entries) bound to this loop; they stay valid until `cb_loop_free`. They may be
- * called from any thread; a timeout added while the loop sleeps wakes it.
+ * called from any thread; a timeout added while the loop sleeps wakes it. Timeouts are read as VDE3
+ * timevals: negative parts count as 0, `tv_usec` is clamped to 0..999999, and anything longer than 100
+ * years (up to `{LONG_MAX, 999999}`) is clamped to 100 years. Deleting a token whose one-shot event has
+ * already fired succeeds and does nothing; a token the loop never issued sets errno EINVAL.
  *
  * Errors: `CB_ERR_NULL_ARG`; `CB_ERR_INVALID_ARG` for a NULL, freed or garbage loop.
  */
@@ -410,7 +418,8 @@ enum cb_status cb_loop_handler(struct cb_loop *lp, struct vde_event_handler *out
  * Callbacks run on this thread with no loop lock held: they may add and delete events (their own too),
  * and stop the loop. A non-persistent event is removed just before its callback runs.
  *
- * Errors: `CB_ERR_INVALID_ARG` for a bad loop, or if the loop is already running (on any thread).
+ * Errors: `CB_ERR_INVALID_ARG` for a bad loop, or if the loop is already running (on another thread, or
+ * this is one of its own callbacks).
  */
 enum cb_status cb_loop_run(struct cb_loop *lp);
 
@@ -419,7 +428,9 @@ enum cb_status cb_loop_run(struct cb_loop *lp);
  * for events, then runs the callbacks of everything ready and of every timeout due. Returns at once when
  * nothing is registered. The number of callbacks run goes to `*out_dispatched` (may be NULL).
  *
- * Errors: `CB_ERR_INVALID_ARG` for a bad loop or `timeout_ms` < -1.
+ * Errors: `CB_ERR_INVALID_ARG` for a bad loop, `timeout_ms` < -1, or if the loop is already running (in
+ * `cb_loop_run` or `cb_loop_run_once` on another thread, or this is one of its own callbacks: a re-entrant
+ * round would dispatch the same level-triggered event again and again).
  */
 enum cb_status cb_loop_run_once(struct cb_loop *lp, int timeout_ms, size_t *out_dispatched);
 
@@ -489,26 +500,33 @@ enum cb_status cb_handle_retain(cb_handle handle);
 enum cb_status cb_handle_release(cb_handle handle);
 
 /**
- * Creates a bounded queue of `capacity` events (rounded up to a power of two; 1 to 2^30) in `*out_queue`.
- * Many producers on any threads; one consumer at a time.
+ * Creates a bounded queue of `capacity` events (rounded up to a power of two; 1 to
+ * `CB_QUEUE_MAX_CAPACITY`) in `*out_queue`. Many producers on any threads; one consumer at a time. The
+ * cells (64 bytes per event) are allocated here, so a large capacity costs its memory up front.
  *
- * Errors: `CB_ERR_NULL_ARG`; `CB_ERR_INVALID_ARG` (capacity 0 or too large); `CB_ERR_NO_MEMORY`.
+ * Errors: `CB_ERR_NULL_ARG`; `CB_ERR_INVALID_ARG` (capacity 0 or above the maximum); `CB_ERR_NO_MEMORY`
+ * (the cells or the eventfd could not be had; nothing is left behind).
  */
 enum cb_status cb_queue_new(size_t capacity, struct cb_queue **out_queue);
 
 /**
  * Registers a sink on `queue`: events posted to the sink's handle are delivered as `fn(userdata, data,
  * len)` by `cb_queue_drain`. `destroy(userdata)` (may be NULL) runs exactly once: after
- * `cb_queue_sink_unregister` or when the queue is closed, once no delivery to the sink is running.
+ * `cb_queue_sink_unregister` or when the queue is closed, once no delivery to the sink is running. A
+ * register racing `cb_queue_close` either fails with `CB_ERR_CLOSED` (and never runs `destroy`) or
+ * succeeds and is ended by that close.
  *
- * Errors: `CB_ERR_NULL_ARG` (`fn`, `out_sink`); `CB_ERR_INVALID_ARG` (bad queue); `CB_ERR_CLOSED`.
+ * Errors: `CB_ERR_NULL_ARG` (`fn`, `out_sink`); `CB_ERR_INVALID_ARG` (bad queue); `CB_ERR_CLOSED`;
+ * `CB_ERR_NO_MEMORY`.
  */
 enum cb_status cb_queue_sink_register(struct cb_queue *queue, cb_sink_fn fn, void *userdata, cb_destroy_fn destroy, cb_handle *out_sink);
 
 /**
- * Unregisters a sink. Its events still in the queue are dropped (and counted) when reached, never
- * delivered; its bare entries become stale; its destroy runs once no delivery to it is running (right
- * away, or when the delivery in progress returns). Callable from any thread, also from inside the sink.
+ * Unregisters a sink. Its handle is invalid as soon as this returns (posts to it fail with
+ * `CB_ERR_INVALID_HANDLE`, and so does a second unregister). Its events still in the queue are dropped (and
+ * counted) when reached, never delivered; its bare entries become stale; its destroy runs exactly once, when
+ * no delivery to it is running (right away, or when the delivery in progress returns). Callable from any
+ * thread, also from inside the sink.
  *
  * Errors: `CB_ERR_INVALID_HANDLE` for 0, garbage, stale or already-unregistered sinks, and sinks of a
  * closed queue.
@@ -518,15 +536,18 @@ enum cb_status cb_queue_sink_unregister(cb_handle sink);
 /**
  * Posts a copy of `len` bytes at `data` to `sink` (`data` may be NULL when `len` is 0); the buffer is the
  * caller's again as soon as this returns. Never blocks: lock-free, and allocation-free for payloads of up
- * to `CB_QUEUE_INLINE_BYTES`. Events from one thread are delivered in the order posted.
+ * to `CB_QUEUE_INLINE_BYTES` (a larger payload is copied to the heap first, so running out of memory
+ * loses nothing). Events from one thread are delivered in the order posted.
  *
  * Errors: `CB_ERR_CAPACITY` (full), `CB_ERR_CLOSED`, `CB_ERR_INVALID_HANDLE` (0, garbage, stale or
- * unregistered sink), `CB_ERR_NULL_ARG` (`data` NULL with `len` > 0).
+ * unregistered sink), `CB_ERR_NULL_ARG` (`data` NULL with `len` > 0), `CB_ERR_INVALID_ARG` (`len` above
+ * `PTRDIFF_MAX`), `CB_ERR_NO_MEMORY` (no memory for the copy).
  */
 enum cb_status cb_queue_post(cb_handle sink, const void *data, size_t len);
 
 /**
  * Like `cb_queue_post`, but waits up to `timeout_ms` (-1: forever) for room when the queue is full.
+ * `cb_queue_close` (from any thread) ends the wait with `CB_ERR_CLOSED`.
  *
  * Errors: as `cb_queue_post`, plus `CB_ERR_TIMEOUT`, and `CB_ERR_WOULD_DEADLOCK` when called (with the
  * queue full) from the thread that is draining it.
@@ -536,7 +557,8 @@ enum cb_status cb_queue_post_wait(cb_handle sink, const void *data, size_t len, 
 /**
  * Makes a bare C function pointer that posts to `sink`, for C libraries that only take a callback like
  * `void cb(char *data, int len)` and call it from their own threads: `entry(data, len)` posts a copy and
- * returns 0, or -1 (with `cb_last_error()`) if the post failed (full, closed, sink gone, negative length).
+ * returns 1, or 0 if nothing was posted (full, closed, sink gone, negative length: `cb_last_error()` says
+ * which; and a stale call after the sink was unregistered, which returns 0 through the stale path).
  * `len_type` is `CB_QUEUE_LEN_INT` (`int`) or `CB_QUEUE_LEN_SIZE_T` (`size_t`); the return value may be
  * ignored (an entry cast to a `void` signature is fine). The entry is a cbslot callback: it lives until
  * the sink is unregistered, and calls after that are stale calls.
@@ -556,6 +578,8 @@ enum cb_status cb_queue_sink_entry(cb_handle sink, int len_type, cb_fn *out_entr
  * sinks, and drain re-entrantly: a re-entrant drain continues from the head of the queue (so the outer
  * drain later sees only what is left), with its own `max`.
  *
+ * `cb_queue_close` on another thread wakes a waiting drain, which then returns what it delivered.
+ *
  * Errors: `CB_ERR_INVALID_ARG` (bad queue or timeout).
  */
 enum cb_status cb_queue_drain(struct cb_queue *queue, size_t max, int timeout_ms, size_t *out_delivered);
@@ -570,17 +594,20 @@ enum cb_status cb_queue_drain(struct cb_queue *queue, size_t max, int timeout_ms
 enum cb_status cb_queue_fd(struct cb_queue *queue, int *out_fd);
 
 /**
- * Closes the queue: posts are refused from now on (`CB_ERR_CLOSED`); pending events are delivered on the
- * calling thread if `deliver_pending` is non-zero, else dropped (and counted); then every sink is
- * unregistered (each destroy runs exactly once).
+ * Closes the queue: posts are refused from now on (`CB_ERR_CLOSED`), and every call blocked in the queue
+ * wakes (`cb_queue_post_wait` returns `CB_ERR_CLOSED`, `cb_queue_drain` returns what it delivered); pending
+ * events are delivered on the calling thread if `deliver_pending` is non-zero, else dropped (and counted);
+ * then every sink is unregistered (each destroy runs exactly once).
  *
  * Errors: `CB_ERR_INVALID_ARG` (bad queue); `CB_ERR_CLOSED` (closed already).
  */
 enum cb_status cb_queue_close(struct cb_queue *queue, int deliver_pending);
 
 /**
- * Closes the queue if needed (dropping pending events), waits for posts still inside it to leave, and
- * frees it. NULL is a no-op. Do not call it from inside one of its sinks.
+ * Closes the queue if needed (dropping pending events), makes it invalid, and waits for posts still
+ * inside it to leave (close has woken any that were waiting for room). NULL is a no-op. It may be called
+ * from inside one of its sinks: the running drain finishes on the closed queue, and the memory goes when it
+ * returns.
  *
  * Errors: `CB_ERR_INVALID_ARG` (freed twice, garbage).
  */

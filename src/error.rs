@@ -229,6 +229,21 @@ macro_rules! ffi_value {
 
 pub(crate) use {ffi_status, ffi_value};
 
+/// Prints `what` and aborts: for failures on paths that cannot return an error (inside the dispatcher, a
+/// host loop's callback).
+pub(crate) fn fatal(what: &str) -> ! {
+    let msg = format!("cbslot: fatal: {what}\n");
+    // SAFETY: writing a buffer we own to stderr.
+    unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+    std::process::abort()
+}
+
+/// Runs `f`, aborting with `what` if it panics: the boundary for functions that C calls with no way to
+/// report an error (callbacks cbslot hands to host loops, bare entries, the dispatcher's slow paths).
+pub(crate) fn abort_on_panic<R>(what: &str, f: impl FnOnce() -> R) -> R {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| fatal(what))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,23 +1,35 @@
 //! cbslot's built-in event loop: a small epoll loop with fd events and one-shot / persistent timeouts, for
 //! programs that have no event library. It fills a `vde_event_handler` for one loop *instance*: the four
 //! VDE3 functions take no loop pointer, so each loop registers four cbslot entries whose userdata is the
-//! loop — cbslot's own slot table solving its own bare-function-pointer problem.
+//! loop's handle — cbslot's own slot table solving its own bare-function-pointer problem.
 //!
-//! Threading: run a loop on one thread at a time. Events may be added and deleted from any thread (a
-//! timeout added while the loop sleeps wakes it); `stop` may be called from anywhere. Callbacks run on the
-//! loop's thread with no loop lock held, so they may add and delete events, including their own.
+//! Threading: one thread at a time runs a loop (`run` / `run_once`; a second one, or a re-entrant one from
+//! a callback, is refused). Events may be added and deleted from any thread (a timeout added while the loop
+//! sleeps wakes it); `stop` may be called from anywhere. Callbacks run on the loop's thread with no loop lock
+//! held, so they may add and delete events, including their own.
+//!
+//! Memory is bounded by the live registrations: a timer is kept in an ordered set under its deadline and
+//! taken out when its event is deleted, fires, or is re-armed.
 
 use crate::callback::{CALLBACKS, RawFn};
-use crate::error::Error;
-use crate::handle::{Kind, Registry, Slot};
+use crate::error::{Error, abort_on_panic, set_last_error};
+use crate::handle::{Kind, Slot};
 use crate::segvec::SegVec;
+use crate::sys::{Epoll, EventFd, set_errno};
+use crate::table::Table;
 use crate::vde::{EventCb, VDE_EV_PERSIST, VDE_EV_READ, VDE_EV_TIMEOUT, VDE_EV_WRITE};
 use core::ffi::{c_int, c_short, c_void};
 use core::sync::atomic::{AtomicBool, Ordering::*};
 use parking_lot::Mutex;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Longest timeout the loop keeps; longer ones (up to `{LONG_MAX, 999999}`) are clamped to it.
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// epoll data of the loop's own wake-up eventfd (fds are tagged with their number).
+const WAKE: u64 = u64::MAX;
 
 struct Reg {
     fd: Option<c_int>,
@@ -25,87 +37,93 @@ struct Reg {
     persistent: bool,
     /// Timeout interval: when it fires, and how often a persistent timeout repeats.
     interval: Option<Duration>,
-    /// Which heap entry is current (older ones are skipped).
-    timer_seq: u64,
+    /// Its entry in `Inner::timers`, if armed.
+    deadline: Option<Instant>,
     cb: EventCb,
     arg: usize,
 }
 
 #[derive(Default)]
 struct Inner {
+    /// Next registration id; ids below it were handed out (see `remove`).
     next_id: u64,
     regs: HashMap<u64, Reg>,
     /// fd -> registrations watching it, and the epoll mask armed for it.
     fds: HashMap<c_int, (Vec<u64>, u32)>,
-    timers: BinaryHeap<Reverse<(Instant, u64, u64)>>,
-    next_seq: u64,
+    /// Armed timers, soonest first.
+    timers: BTreeSet<(Instant, u64)>,
+}
+
+impl Inner {
+    fn arm(&mut self, id: u64, interval: Option<Duration>) {
+        let Some(reg) = self.regs.get_mut(&id) else { return };
+        if let Some(old) = reg.deadline.take() {
+            self.timers.remove(&(old, id));
+        }
+        // a deadline too far to represent never comes: leave it unarmed
+        reg.deadline = interval.and_then(|iv| Instant::now().checked_add(iv));
+        if let Some(t) = reg.deadline {
+            self.timers.insert((t, id));
+        }
+    }
+
+    /// Takes out a registration and its timer; the caller unwatches its fd.
+    fn take(&mut self, id: u64) -> Option<Reg> {
+        let reg = self.regs.remove(&id)?;
+        if let Some(t) = reg.deadline {
+            self.timers.remove(&(t, id));
+        }
+        Some(reg)
+    }
 }
 
 pub(crate) struct Loop {
-    epfd: c_int,
-    wake: c_int,
+    epoll: Epoll,
+    wake: EventFd,
     inner: Mutex<Inner>,
     stop: AtomicBool,
+    /// A thread is in `run` / `run_once` (or the loop is being freed).
     running: AtomicBool,
     sleeping: AtomicBool,
     /// The four cbslot entries: (handle, entry) for event_add, event_del, timeout_add, timeout_del.
     entries: Mutex<Vec<(u64, usize)>>,
 }
 
-static LOOP_SLOTS: SegVec<Slot> = SegVec::new();
-static LOOPS: Registry = Registry::new(Kind::Loop, &LOOP_SLOTS);
-
-unsafe extern "C" fn drop_loop(p: *mut c_void) {
-    // SAFETY: registered from Box::into_raw in `new_loop`.
-    let lp = unsafe { Box::from_raw(p as *mut Loop) };
-    for (h, _) in lp.entries.lock().drain(..) {
-        let _ = CALLBACKS.unregister(h);
-    }
-    // SAFETY: our own descriptors.
-    unsafe {
-        libc::close(lp.epfd);
-        libc::close(lp.wake);
+impl Drop for Loop {
+    fn drop(&mut self) {
+        for (h, _) in self.entries.get_mut().drain(..) {
+            let _ = CALLBACKS.unregister(h);
+        }
     }
 }
+
+static LOOP_SLOTS: SegVec<Slot> = SegVec::new();
+static LOOPS: Table<Loop> = Table::new(Kind::Loop, &LOOP_SLOTS);
 
 fn epoll_mask(events: c_short) -> u32 {
     (if events & VDE_EV_READ != 0 { libc::EPOLLIN as u32 } else { 0 })
         | (if events & VDE_EV_WRITE != 0 { libc::EPOLLOUT as u32 } else { 0 })
 }
 
-fn duration(tv: *const libc::timeval) -> Option<Duration> {
-    // SAFETY: a non-NULL timeval from the caller.
-    let tv = unsafe { tv.as_ref()? };
-    Some(Duration::from_secs(tv.tv_sec.max(0) as u64) + Duration::from_micros(tv.tv_usec.clamp(0, 999_999) as u64))
+/// A VDE3 timeval as a duration: negative parts count as 0, microseconds are clamped to 0..999999, and the
+/// whole to [`MAX_TIMEOUT`].
+fn duration(tv: &libc::timeval) -> Duration {
+    let secs = Duration::from_secs(tv.tv_sec.max(0) as u64);
+    (secs + Duration::from_micros(tv.tv_usec.clamp(0, 999_999) as u64)).min(MAX_TIMEOUT)
 }
 
-/// Runs `f` on the loop named by `handle`, holding a reference to it meanwhile.
-pub(crate) fn with_loop<T>(handle: u64, f: impl FnOnce(&Loop) -> Result<T, Error>) -> Result<T, Error> {
-    // SAFETY: LOOPS only holds boxed `Loop`s.
-    unsafe { LOOPS.with_ref(handle, f) }.unwrap_or(Err(Error::InvalidArg("not a live cb_loop (NULL, freed or garbage)")))
+/// A guard for the loop named by `handle`.
+pub(crate) fn get(handle: u64) -> Result<Arc<Loop>, Error> {
+    LOOPS.get(handle).map_err(|_| Error::InvalidArg("not a live cb_loop (NULL, freed or garbage)"))
 }
 
 /// Creates a loop and its four entries; returns its handle.
 pub(crate) fn new_loop() -> Result<u64, Error> {
-    // SAFETY: plain system calls.
-    let (epfd, wake) = unsafe { (libc::epoll_create1(libc::EPOLL_CLOEXEC), libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) };
-    if epfd < 0 || wake < 0 {
-        // SAFETY: closing what we opened.
-        unsafe {
-            if epfd >= 0 {
-                libc::close(epfd);
-            }
-            if wake >= 0 {
-                libc::close(wake);
-            }
-        }
-        return Err(Error::NoMemory("epoll_create1/eventfd failed (out of descriptors?)"));
-    }
-    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: u64::MAX };
-    // SAFETY: valid descriptors and event.
-    unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, wake, &mut ev) };
-    let lp = Box::new(Loop {
-        epfd,
+    let no_fd = Error::NoMemory("epoll_create1/eventfd failed (out of descriptors?)");
+    let (epoll, wake) = (Epoll::new().ok_or(no_fd)?, EventFd::new().ok_or(no_fd)?);
+    epoll.ctl(libc::EPOLL_CTL_ADD, wake.raw(), libc::EPOLLIN as u32, WAKE).map_err(|_| no_fd)?;
+    let lp = Arc::new(Loop {
+        epoll,
         wake,
         inner: Mutex::new(Inner { next_id: 1, ..Default::default() }),
         stop: AtomicBool::new(false),
@@ -113,13 +131,7 @@ pub(crate) fn new_loop() -> Result<u64, Error> {
         sleeping: AtomicBool::new(false),
         entries: Mutex::new(Vec::new()),
     });
-    let raw = Box::into_raw(lp);
-    let handle = LOOPS.insert(raw as *mut c_void, Some(drop_loop)).inspect_err(|_| {
-        // SAFETY: not registered: still ours.
-        unsafe { drop_loop(raw as *mut c_void) };
-    })?;
-    // SAFETY: the registry holds it until `free`.
-    let lp = unsafe { &*raw };
+    let handle = LOOPS.insert(lp.clone())?;
     // SAFETY: each function's real signature is its VDE3 one with the loop's handle in front.
     let fns: [RawFn; 4] = unsafe {
         [
@@ -131,9 +143,9 @@ pub(crate) fn new_loop() -> Result<u64, Error> {
     };
     for f in fns {
         match CALLBACKS.register(f, handle as usize as *mut c_void, None) {
-            Ok(pair) => lp.entries.lock().push((pair.0, pair.1)),
+            Ok(pair) => lp.entries.lock().push(pair),
             Err(e) => {
-                let _ = LOOPS.release(handle); // unregisters what was registered
+                drop(LOOPS.remove(handle)); // its Drop unregisters what was registered
                 return Err(e);
             }
         }
@@ -143,55 +155,69 @@ pub(crate) fn new_loop() -> Result<u64, Error> {
 
 /// The loop's four entries, in `vde_event_handler` order.
 pub(crate) fn entries(handle: u64) -> Result<[usize; 4], Error> {
-    with_loop(handle, |lp| {
-        let e = lp.entries.lock();
-        Ok([e[0].1, e[1].1, e[2].1, e[3].1])
-    })
+    let lp = get(handle)?;
+    let e = lp.entries.lock();
+    Ok([e[0].1, e[1].1, e[2].1, e[3].1])
+}
+
+/// Marks the loop as run by this thread until dropped.
+struct Turn<'a>(&'a AtomicBool);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, SeqCst);
+    }
 }
 
 impl Loop {
+    fn claim(&self) -> Result<Turn<'_>, Error> {
+        if self.running.swap(true, SeqCst) {
+            return Err(Error::InvalidArg("the loop is already running (on another thread, or this is one of its callbacks)"));
+        }
+        Ok(Turn(&self.running))
+    }
+
     fn add(&self, fd: Option<c_int>, events: c_short, timeout: Option<Duration>, cb: EventCb, arg: usize) -> Result<u64, Error> {
         let mut g = self.inner.lock();
         let id = g.next_id;
-        g.next_id += 1;
         if let Some(fd) = fd {
             let (ids, mask) = g.fds.entry(fd).or_default();
             let new_mask = *mask | epoll_mask(events);
             if new_mask != *mask || ids.is_empty() {
                 let op = if ids.is_empty() { libc::EPOLL_CTL_ADD } else { libc::EPOLL_CTL_MOD };
-                let mut ev = libc::epoll_event { events: new_mask, u64: fd as u64 };
-                // SAFETY: valid epoll descriptor and event.
-                if unsafe { libc::epoll_ctl(self.epfd, op, fd, &mut ev) } != 0 {
+                if let Err(errno) = self.epoll.ctl(op, fd, new_mask, fd as u64) {
                     if ids.is_empty() {
                         g.fds.remove(&fd);
                     }
+                    set_errno(errno);
                     return Err(Error::Host("epoll_ctl refused the fd"));
                 }
                 *mask = new_mask;
             }
             ids.push(id);
         }
-        let timer_seq = g.next_seq;
-        g.next_seq += 1;
-        if let Some(t) = timeout {
-            g.timers.push(Reverse((Instant::now() + t, id, timer_seq)));
-        }
-        g.regs.insert(id, Reg { fd, events, persistent: events & VDE_EV_PERSIST != 0, interval: timeout, timer_seq, cb, arg });
+        g.next_id += 1;
+        let reg = Reg { fd, events, persistent: events & VDE_EV_PERSIST != 0, interval: timeout, deadline: None, cb, arg };
+        g.regs.insert(id, reg);
+        g.arm(id, timeout);
         drop(g);
         if timeout.is_some() && self.sleeping.load(SeqCst) {
-            self.poke();
+            self.wake.signal();
         }
         Ok(id)
     }
 
-    /// Removes a registration; false if there is none with that id.
-    fn remove(&self, id: u64) -> bool {
+    /// Removes a registration. A token this loop handed out whose registration is gone already (a one-shot
+    /// that fired, or one deleted before) is fine: there is nothing left to do. Anything else is an error.
+    fn remove(&self, id: u64) -> Result<(), Error> {
         let mut g = self.inner.lock();
-        let Some(reg) = g.regs.remove(&id) else { return false };
-        if let Some(fd) = reg.fd {
+        if id == 0 || id >= g.next_id {
+            return Err(Error::InvalidArg("not an event token of this loop"));
+        }
+        if let Some(fd) = g.take(id).and_then(|reg| reg.fd) {
             self.unwatch(&mut g, fd, id);
         }
-        true
+        Ok(())
     }
 
     fn unwatch(&self, g: &mut Inner, fd: c_int, id: u64) {
@@ -201,88 +227,74 @@ impl Loop {
         let (ids, armed) = g.fds.get_mut(&fd).expect("present");
         if ids.is_empty() {
             g.fds.remove(&fd);
-            // SAFETY: valid epoll descriptor; the fd may already be closed, which is fine.
-            unsafe { libc::epoll_ctl(self.epfd, libc::EPOLL_CTL_DEL, fd, core::ptr::null_mut()) };
+            // the fd may already be closed, which is fine
+            let _ = self.epoll.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
         } else if mask != *armed {
             *armed = mask;
-            let mut ev = libc::epoll_event { events: mask, u64: fd as u64 };
-            // SAFETY: valid epoll descriptor and event.
-            unsafe { libc::epoll_ctl(self.epfd, libc::EPOLL_CTL_MOD, fd, &mut ev) };
+            let _ = self.epoll.ctl(libc::EPOLL_CTL_MOD, fd, mask, fd as u64);
         }
     }
 
-    fn poke(&self) {
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes to our eventfd.
-        unsafe { libc::write(self.wake, (&one as *const u64).cast(), 8) };
+    /// One round, refused while the loop runs elsewhere or from its own callback.
+    pub(crate) fn run_once(&self, timeout: Option<Duration>) -> Result<usize, Error> {
+        let _turn = self.claim()?;
+        if self.pending() == 0 {
+            return Ok(0);
+        }
+        Ok(self.round(timeout))
     }
 
-    /// One round: wait (up to `timeout`, `None` = until something is due) and dispatch what is ready.
-    pub(crate) fn run_once(&self, timeout: Option<Duration>) -> usize {
+    /// Waits (up to `timeout`, `None` = until something is due) and dispatches what is ready.
+    fn round(&self, timeout: Option<Duration>) -> usize {
         let now = Instant::now();
-        let next_timer = self.inner.lock().timers.peek().map(|Reverse((t, _, _))| t.saturating_duration_since(now));
+        let next_timer = self.inner.lock().timers.first().map(|&(t, _)| t.saturating_duration_since(now));
         let wait = match (timeout, next_timer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let ms = wait.map_or(-1, |d| d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as c_int);
-        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut buf = [libc::epoll_event { events: 0, u64: 0 }; 64];
         self.sleeping.store(true, SeqCst);
-        // SAFETY: valid epoll descriptor and buffer.
-        let n = if self.stop.load(SeqCst) { 0 } else { unsafe { libc::epoll_wait(self.epfd, evs.as_mut_ptr(), 64, ms) } };
+        let evs = if self.stop.load(SeqCst) { &buf[..0] } else { self.epoll.wait(&mut buf, wait) };
         self.sleeping.store(false, SeqCst);
         let mut ready: Vec<(u64, c_int, c_short)> = Vec::new();
-        {
-            let g = self.inner.lock();
-            for ev in &evs[..n.max(0) as usize] {
-                if ev.u64 == u64::MAX {
-                    let mut buf = 0u64;
-                    // SAFETY: draining our eventfd.
-                    unsafe { libc::read(self.wake, (&mut buf as *mut u64).cast(), 8) };
-                    continue;
-                }
-                let fd = ev.u64 as c_int;
-                let what = (if ev.events & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 { VDE_EV_READ } else { 0 })
-                    | (if ev.events & (libc::EPOLLOUT | libc::EPOLLERR) as u32 != 0 { VDE_EV_WRITE } else { 0 });
-                for id in g.fds.get(&fd).map(|(ids, _)| ids.clone()).unwrap_or_default() {
-                    let hit = g.regs.get(&id).map_or(0, |r| r.events & what);
-                    if hit != 0 {
-                        ready.push((id, fd, hit));
-                    }
+        let mut g = self.inner.lock();
+        for ev in evs {
+            if ev.u64 == WAKE {
+                self.wake.reset();
+                continue;
+            }
+            let fd = ev.u64 as c_int;
+            let what = (if ev.events & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 { VDE_EV_READ } else { 0 })
+                | (if ev.events & (libc::EPOLLOUT | libc::EPOLLERR) as u32 != 0 { VDE_EV_WRITE } else { 0 });
+            for &id in g.fds.get(&fd).map_or(&[][..], |(ids, _)| &ids[..]) {
+                let hit = g.regs.get(&id).map_or(0, |r| r.events & what);
+                if hit != 0 {
+                    ready.push((id, fd, hit));
                 }
             }
         }
-        {
-            let mut g = self.inner.lock();
-            let now = Instant::now();
-            while let Some(&Reverse((t, id, seq))) = g.timers.peek() {
-                if t > now {
-                    break;
-                }
-                g.timers.pop();
-                if let Some(r) = g.regs.get(&id).filter(|r| r.timer_seq == seq) {
-                    ready.push((id, r.fd.unwrap_or(-1), VDE_EV_TIMEOUT));
-                }
+        let now = Instant::now();
+        while let Some(&(t, id)) = g.timers.first().filter(|&&(t, _)| t <= now) {
+            g.timers.remove(&(t, id));
+            if let Some(r) = g.regs.get_mut(&id) {
+                r.deadline = None;
+                ready.push((id, r.fd.unwrap_or(-1), VDE_EV_TIMEOUT));
             }
         }
+        drop(g);
         let mut dispatched = 0;
         for (id, fd, what) in ready {
             let (cb, arg) = {
                 let mut g = self.inner.lock();
-                let Some(r) = g.regs.get_mut(&id) else { continue }; // deleted by an earlier callback
+                let Some(r) = g.regs.get(&id) else { continue }; // deleted by an earlier callback
                 let (cb, arg, persistent, interval) = (r.cb, r.arg, r.persistent, r.interval);
                 if !persistent {
-                    let fd = r.fd;
-                    g.regs.remove(&id);
-                    if let Some(fd) = fd {
+                    if let Some(fd) = g.take(id).and_then(|r| r.fd) {
                         self.unwatch(&mut g, fd, id);
                     }
-                } else if let Some(iv) = interval {
+                } else if interval.is_some() {
                     // persistent: the timeout starts again (after activity, or after it fired)
-                    let seq = g.next_seq;
-                    g.next_seq += 1;
-                    g.regs.get_mut(&id).expect("present").timer_seq = seq;
-                    g.timers.push(Reverse((Instant::now() + iv, id, seq)));
+                    g.arm(id, interval);
                 }
                 (cb, arg)
             };
@@ -295,24 +307,17 @@ impl Loop {
 
     /// Runs until `stop` or until no event is registered. Returns the callbacks dispatched.
     pub(crate) fn run(&self) -> Result<u64, Error> {
-        if self.running.swap(true, SeqCst) {
-            return Err(Error::InvalidArg("the loop is already running"));
-        }
+        let _turn = self.claim()?;
         let mut total = 0;
-        while !self.stop.swap(false, SeqCst) && !self.inner.lock().regs.is_empty() {
-            total += self.run_once(None) as u64;
+        while !self.stop.swap(false, SeqCst) && self.pending() != 0 {
+            total += self.round(None) as u64;
         }
-        self.running.store(false, SeqCst);
         Ok(total)
     }
 
     pub(crate) fn stop(&self) {
         self.stop.store(true, SeqCst);
-        self.poke();
-    }
-
-    pub(crate) fn is_running(&self) -> bool {
-        self.running.load(SeqCst)
+        self.wake.signal();
     }
 
     pub(crate) fn pending(&self) -> usize {
@@ -320,27 +325,27 @@ impl Loop {
     }
 }
 
-/// Frees a loop (refused while it runs): unregisters its entries and closes its descriptors. Its
-/// registrations are dropped without being called.
+/// Frees a loop (refused while it runs): its handle is invalid at once; its entries are unregistered and
+/// its descriptors closed when the last call using it returns. Its registrations are dropped uncalled.
 pub(crate) fn free(handle: u64) -> Result<(), Error> {
-    with_loop(handle, |lp| if lp.is_running() { Err(Error::InvalidArg("the loop is running: stop it first")) } else { Ok(()) })?;
-    LOOPS.release(handle).map_err(|_| Error::InvalidArg("not a live cb_loop (freed twice?)"))
+    let lp = get(handle)?;
+    let _turn = lp.claim().map_err(|_| Error::InvalidArg("the loop is running: stop it first"))?;
+    LOOPS.remove(handle).map(drop).map_err(|_| Error::InvalidArg("not a live cb_loop (freed twice?)"))
 }
 
 // ---- the four VDE3 functions, reached through cbslot entries whose userdata is the loop's handle ----
 
 fn loop_of(ud: *mut c_void, f: impl FnOnce(&Loop) -> Result<u64, Error>) -> *mut c_void {
-    let run = std::panic::AssertUnwindSafe(|| with_loop(ud as usize as u64, f));
-    match std::panic::catch_unwind(run) {
-        Ok(Ok(id)) => id as usize as *mut c_void,
-        Ok(Err(e)) => {
-            crate::error::set_last_error("cb_loop (vde_event_handler)", format_args!("{e}"));
-            // SAFETY: errno is thread-local.
-            unsafe { *libc::__errno_location() = libc::EINVAL };
+    abort_on_panic("panic in the built-in loop", || match get(ud as usize as u64).and_then(|lp| f(&lp)) {
+        Ok(id) => id as usize as *mut c_void,
+        Err(e) => {
+            set_last_error("cb_loop (vde_event_handler)", format_args!("{e}"));
+            if !matches!(e, Error::Host(_)) {
+                set_errno(libc::EINVAL);
+            }
             core::ptr::null_mut()
         }
-        Err(_) => crate::callback::fatal("panic in the built-in loop"),
-    }
+    })
 }
 
 unsafe extern "C" fn entry_event_add(
@@ -351,10 +356,9 @@ unsafe extern "C" fn entry_event_add(
     cb: Option<EventCb>,
     arg: *mut c_void,
 ) -> *mut c_void {
-    loop_of(ud, |lp| {
-        let cb = cb.ok_or(Error::NullArg("cb"))?;
-        lp.add(Some(fd), events, duration(tv), cb, arg as usize)
-    })
+    // SAFETY: NULL or the caller's timeval, read here.
+    let timeout = unsafe { tv.as_ref() }.map(duration);
+    loop_of(ud, |lp| lp.add(Some(fd), events, timeout, cb.ok_or(Error::NullArg("cb"))?, arg as usize))
 }
 
 unsafe extern "C" fn entry_timeout_add(
@@ -364,13 +368,11 @@ unsafe extern "C" fn entry_timeout_add(
     cb: Option<EventCb>,
     arg: *mut c_void,
 ) -> *mut c_void {
-    loop_of(ud, |lp| {
-        let cb = cb.ok_or(Error::NullArg("cb"))?;
-        let t = duration(tv).ok_or(Error::NullArg("timeout"))?;
-        lp.add(None, events, Some(t), cb, arg as usize)
-    })
+    // SAFETY: NULL or the caller's timeval, read here.
+    let timeout = unsafe { tv.as_ref() }.map(duration);
+    loop_of(ud, |lp| lp.add(None, events, Some(timeout.ok_or(Error::NullArg("timeout"))?), cb.ok_or(Error::NullArg("cb"))?, arg as usize))
 }
 
 unsafe extern "C" fn entry_del(ud: *mut c_void, ev: *mut c_void) {
-    loop_of(ud, |lp| if lp.remove(ev as usize as u64) { Ok(0) } else { Err(Error::InvalidArg("unknown event token")) });
+    loop_of(ud, |lp| lp.remove(ev as usize as u64).map(|()| 0));
 }

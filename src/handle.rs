@@ -23,6 +23,9 @@
 //! * `retain` / `release`: compare-and-swap on `state`. The release that drops the count to 0 moves the slot
 //!   to the next generation in the same atomic step, so the handle is invalid from that instant on; then it
 //!   returns the slot to the free list and calls `destroy(ptr)`, holding no lock.
+//! * `remove` (for owned objects, see [`crate::table`]): drops the owner's reference and sets the
+//!   [`CLOSED`] bit in the same step, so the handle is invalid at once even while other references (guards
+//!   taken by `retain`) are still held; those are dropped with `unpin`, and the last one frees the slot.
 //! * Free slots sit on lock-free LIFO stacks (Treiber stacks with a 32-bit ABA tag in the head word); the
 //!   `ptr` word of a free slot holds the next free index. There are [`SHARDS`] stacks, each on its own cache
 //!   line, and each thread uses its own (chosen round-robin at its first use), so threads that create and
@@ -98,6 +101,10 @@ fn kind_mismatch(found: u8, expected: Kind) -> &'static str {
 }
 
 const REFS_MASK: u64 = 0xFFFF_FFFF;
+/// In the refs half: the handle was removed; what is left are pins that keep the object until they go.
+const CLOSED: u64 = 1 << 31;
+/// The reference count proper (below `CLOSED`).
+const COUNT_MASK: u64 = CLOSED - 1;
 
 /// The state word of a slot whose current handle has upper half `tag` and `refs` references.
 #[inline]
@@ -113,13 +120,30 @@ fn tag_of(handle: u64) -> u32 {
 
 #[inline]
 fn refs_of(s: u64) -> u32 {
-    (s & REFS_MASK) as u32
+    (s & COUNT_MASK) as u32
 }
 
-/// True when state `s` holds a live object for a handle with upper half `tag`.
+/// True when state `s` holds a live (not removed) object for a handle with upper half `tag`.
 #[inline]
 fn live_for(s: u64, tag: u32) -> bool {
+    tag_of(s) == tag && refs_of(s) != 0 && s & CLOSED == 0
+}
+
+/// True when state `s` still holds references for a handle with upper half `tag`, removed or not.
+#[inline]
+fn held_for(s: u64, tag: u32) -> bool {
     tag_of(s) == tag && refs_of(s) != 0
+}
+
+/// Which reference a `drop_ref` gives up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Drop {
+    /// A reference of a live handle (`cb_handle_release`).
+    Release,
+    /// The owner's reference: the handle is invalid from now on.
+    Remove,
+    /// A reference taken by `retain`, also after the handle was removed.
+    Unpin,
 }
 
 /// A host object's destroy notification, stored as an address (0 = none).
@@ -233,8 +257,8 @@ impl Registry {
             if !live_for(s, tag_of(handle)) {
                 return Err(self.why_invalid(handle));
             }
-            if refs_of(s) == u32::MAX {
-                return Err(Error::Capacity("reference count would pass 4294967295"));
+            if refs_of(s) as u64 == COUNT_MASK {
+                return Err(Error::Capacity("reference count would pass 2147483647"));
             }
             match slot.state.compare_exchange_weak(s, s + 1, Relaxed, Relaxed) {
                 Ok(_) => return Ok(()),
@@ -245,16 +269,39 @@ impl Registry {
 
     /// Drops a reference; the last one frees the slot and runs `destroy(ptr)` (outside any lock).
     pub(crate) fn release(&self, handle: u64) -> Result<(), Error> {
+        self.drop_ref(handle, Drop::Release)
+    }
+
+    /// Drops the owner's reference and makes `handle` invalid at once: `get`, `retain`, `release` and
+    /// `remove` fail from now on. References taken by `retain` stay good until `unpin`; the last reference
+    /// frees the slot and runs `destroy(ptr)`.
+    pub(crate) fn remove(&self, handle: u64) -> Result<(), Error> {
+        self.drop_ref(handle, Drop::Remove)
+    }
+
+    /// Drops a reference taken by `retain`, whether or not the handle has been removed since.
+    pub(crate) fn unpin(&self, handle: u64) {
+        let _ = self.drop_ref(handle, Drop::Unpin);
+    }
+
+    /// The pointer of a handle the caller holds a reference to (from `retain`), even if it was removed.
+    pub(crate) fn held_ptr(&self, handle: u64) -> *mut c_void {
+        self.slots.get(handle as u32).map_or(core::ptr::null_mut(), |slot| slot.ptr.load(Acquire) as *mut c_void)
+    }
+
+    fn drop_ref(&self, handle: u64, how: Drop) -> Result<(), Error> {
         let slot = self.lookup(handle)?;
         let (_, generation, index) = unpack(handle);
         let mut s = slot.state.load(Relaxed);
         loop {
-            if !live_for(s, tag_of(handle)) {
+            let ok = if how == Drop::Unpin { held_for(s, tag_of(handle)) } else { live_for(s, tag_of(handle)) };
+            if !ok {
                 return Err(self.why_invalid(handle));
             }
-            // the last release moves the slot on to the next generation in the same step
+            // the last reference moves the slot on to the next generation in the same step
             // (a free slot's upper half holds just the generation its next object will get)
-            let next = if refs_of(s) > 1 { s - 1 } else { state(generation + 1, 0) };
+            let closed = if how == Drop::Remove { CLOSED } else { 0 };
+            let next = if refs_of(s) > 1 { (s - 1) | closed } else { state(generation + 1, 0) };
             match slot.state.compare_exchange_weak(s, next, AcqRel, Relaxed) {
                 Ok(_) if refs_of(s) > 1 => return Ok(()),
                 Ok(_) => break,
@@ -275,26 +322,6 @@ impl Registry {
             unsafe { destroy(ptr) };
         }
         Ok(())
-    }
-
-    /// Sets the destroy notification of a handle that has not been handed out yet.
-    pub(crate) fn set_destroy(&self, handle: u64, destroy: DestroyFn) {
-        if let Ok(slot) = self.lookup(handle) {
-            slot.destroy.store(destroy as usize, Release);
-        }
-    }
-
-    /// Runs `f` on the object registered under `handle` (as a `&T`), holding a reference meanwhile so it
-    /// cannot be destroyed under `f`. `None` if the handle is not live.
-    ///
-    /// # Safety
-    /// Every pointer registered in this registry must point to a live `T` until its destroy runs.
-    pub(crate) unsafe fn with_ref<T, R>(&self, handle: u64, f: impl FnOnce(&T) -> R) -> Option<R> {
-        self.retain(handle).ok()?;
-        // SAFETY: retained above, so destroy cannot run until the release below; the caller vouches for T.
-        let out = f(unsafe { &*(self.get(handle).expect("retained") as *const T) });
-        let _ = self.release(handle);
-        Some(out)
     }
 
     /// Slots retired because their generation was used up.
@@ -469,13 +496,35 @@ mod tests {
     }
 
     #[test]
+    fn remove_invalidates_at_once_and_the_last_pin_destroys() {
+        static S: SegVec<Slot> = SegVec::new();
+        static R: Registry = Registry::new(Kind::Object, &S);
+        let r = &R;
+        let before = DESTROYED.load(Relaxed);
+        let h = r.insert(7 as *mut c_void, Some(count_destroy)).unwrap();
+        r.retain(h).unwrap(); // a guard
+        r.remove(h).unwrap();
+        assert!(r.get(h).is_err() && r.retain(h).is_err() && r.release(h).is_err());
+        assert_eq!(r.remove(h).unwrap_err().status(), cb_status::CB_ERR_INVALID_HANDLE, "second remove");
+        assert_eq!(r.held_ptr(h), 7 as *mut c_void, "the guard still reaches the object");
+        assert_eq!(DESTROYED.load(Relaxed), before, "not destroyed while pinned");
+        r.unpin(h);
+        assert_eq!(DESTROYED.load(Relaxed), before + 7);
+        r.unpin(h); // a stray unpin of a freed slot does nothing
+        assert_eq!(DESTROYED.load(Relaxed), before + 7);
+        let again = r.insert(1 as *mut c_void, None).unwrap();
+        assert_eq!(unpack(again).2, unpack(h).2, "the slot came back");
+        assert!(r.get(h).is_err());
+    }
+
+    #[test]
     fn refcount_overflow_is_capacity() {
         static S: SegVec<Slot> = SegVec::new();
         static R: Registry = Registry::new(Kind::Object, &S);
         let r = &R;
         let h = r.insert(core::ptr::null_mut(), None).unwrap();
         let slot = r.slots.get(unpack(h).2).unwrap();
-        slot.state.store(state(tag_of(h), u32::MAX), Relaxed);
+        slot.state.store(state(tag_of(h), COUNT_MASK as u32), Relaxed);
         assert_eq!(r.retain(h).unwrap_err().status(), cb_status::CB_ERR_CAPACITY);
         slot.state.store(state(tag_of(h), 1), Relaxed);
         r.release(h).unwrap();

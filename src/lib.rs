@@ -15,6 +15,8 @@ pub mod ffi;
 pub(crate) mod handle;
 pub(crate) mod queue;
 pub(crate) mod segvec;
+pub(crate) mod sys;
+pub(crate) mod table;
 pub(crate) mod vde;
 
 pub use error::cb_status;

@@ -4,32 +4,62 @@
 //!
 //! * The ring is a bounded multi-producer queue of 64-byte cells (Vyukov's sequence-numbered ring):
 //!   posting is one compare-and-swap on the enqueue position, a copy into the cell and one release store.
-//!   Payloads of up to [`INLINE`] bytes live in the cell (no allocation); larger ones are boxed.
+//!   Payloads of up to [`INLINE`] bytes live in the cell (no allocation); larger ones are copied to the heap
+//!   *before* a cell is claimed, so a failed allocation loses nothing.
 //! * Closing is a bit in the enqueue position, so "closed" and "enqueued" are decided by the same CAS: no
-//!   post is accepted after `close` returns.
+//!   post is accepted after `close` returns. Close first wakes every blocked caller (a drain waiting on the
+//!   fd, posts waiting for room), then takes the consumer side.
 //! * The eventfd is only touched when the consumer goes idle (it resets the fd and arms a flag) and by the
 //!   first post after that (it sees the flag and writes the fd): busy queues make no system calls.
-//! * Sinks are handles. A post reads its sink's queue from a side table after validating the handle
-//!   (seqlock, no write), then marks the thread as inside that queue ([`inflight::enter`]) and validates
-//!   again; freeing a queue invalidates its sinks and waits out a grace period before the memory goes, so
-//!   the post path needs no reference count.
-//! * Delivery holds a reference to the sink while its function runs; an event whose sink is gone is dropped
-//!   and counted. The consumer side is a re-entrant lock: one consumer thread at a time, and a sink may
-//!   drain re-entrantly (it continues from the head of the queue).
+//! * Queues and sinks live in [`Table`]s. A post validates its sink (no write), reads the sink's queue
+//!   handle from a side table and *pins* the queue ([`Table::pin`]: a per-thread marker, no reference
+//!   count); freeing a queue closes it (so every post leaves it) and then waits out pinned posts before the
+//!   table lets go of it. Everything else (drains, close, registration) holds a guard.
+//! * A sink's user destroy runs in its `Drop`: once, when the last guard goes, so after any delivery to it
+//!   that is still running. Unregistering removes its handle at once; its queued events are dropped (and
+//!   counted) when reached.
 
-use crate::callback::{CALLBACKS, RawFn, inflight};
-use crate::error::Error;
-use crate::ffi::cb_queue_stats;
-use crate::handle::{Kind, Registry, Slot};
+use crate::callback::{CALLBACKS, RawFn};
+use crate::error::{Error, abort_on_panic, set_last_error};
+use crate::handle::{Kind, Slot};
 use crate::segvec::SegVec;
+use crate::sys::EventFd;
+use crate::table::Table;
 use core::cell::Cell;
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*, fence};
 use parking_lot::{Condvar, Mutex, ReentrantMutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Payload bytes kept inside a cell; larger payloads are copied to the heap.
-pub(crate) const INLINE: usize = crate::ffi::CB_QUEUE_INLINE_BYTES as usize;
+/// Payloads of up to this many bytes are copied into the queue's own cells (no allocation); larger ones
+/// are copied to the heap.
+pub const CB_QUEUE_INLINE_BYTES: u32 = 40;
+/// Largest capacity `cb_queue_new` accepts (events); the cells take 64 bytes each.
+pub const CB_QUEUE_MAX_CAPACITY: usize = 1 << 30;
+
+/// Queue counters, filled by `cb_queue_get_stats`.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct cb_queue_stats {
+    /// Events accepted by posts.
+    pub posted: u64,
+    /// Events delivered to a sink.
+    pub delivered: u64,
+    /// Events dropped: their sink was unregistered first, or the queue was closed without delivering.
+    pub dropped: u64,
+    /// Posts refused because the queue was full (each `cb_queue_post_wait` retry counts).
+    pub full_rejections: u64,
+    /// Most events ever pending at once.
+    pub high_water: u64,
+    /// Events pending now.
+    pub pending: u64,
+    /// Events the queue holds (the capacity asked for, rounded up to a power of two).
+    pub capacity: u64,
+}
+
+pub(crate) const INLINE: usize = CB_QUEUE_INLINE_BYTES as usize;
 const CLOSED: u64 = 1 << 63;
 
 pub(crate) type SinkFn = unsafe extern "C" fn(*mut c_void, *const c_void, usize);
@@ -51,7 +81,7 @@ pub(crate) struct Queue {
     /// Next position to read (written by the consumer only).
     dequeue: AtomicU64,
     consumer: ReentrantMutex<()>,
-    fd: c_int,
+    fd: EventFd,
     /// The consumer is idle and has reset the fd: the next post must write it.
     armed: AtomicBool,
     /// Producers waiting for room (`post_wait`).
@@ -61,8 +91,7 @@ pub(crate) struct Queue {
     dropped: AtomicU64,
     full: AtomicU64,
     high_water: AtomicU64,
-    /// The queue's own handle, and its sinks (for close and free).
-    handle: AtomicU64,
+    /// Its sinks' handles (for close). Registration and close decide under this lock.
     sinks: Mutex<Vec<u64>>,
     /// Thread id of the thread draining right now (0 = none), for `post_wait`'s deadlock check.
     drainer: AtomicU64,
@@ -73,73 +102,80 @@ pub(crate) struct Queue {
 unsafe impl Sync for Queue {}
 unsafe impl Send for Queue {}
 
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // no post is inside it any more (see `free`): drop the payloads still queued
+        let end = *self.enqueue.get_mut() & !CLOSED;
+        for pos in *self.dequeue.get_mut()..end {
+            self.take_payload(&self.cells[(pos & self.mask) as usize]);
+        }
+    }
+}
+
 struct Sink {
     func: SinkFn,
     userdata: usize,
     destroy: Option<DestroyFn>,
+    /// Set once the sink is registered: only then is `destroy` the sink's to run.
+    armed: AtomicBool,
+    queue: Arc<Queue>,
     /// Bare entries made for this sink (`cb_queue_sink_entry`); unregistered with it.
     entries: Mutex<Vec<u64>>,
 }
 
+impl Drop for Sink {
+    fn drop(&mut self) {
+        for h in self.entries.get_mut().drain(..) {
+            let _ = CALLBACKS.unregister(h);
+        }
+        if let Some(destroy) = self.destroy.filter(|_| *self.armed.get_mut()) {
+            // SAFETY: the user's destroy with the user's pointer, exactly once (a sink is dropped once).
+            unsafe { destroy(self.userdata as *mut c_void) };
+        }
+    }
+}
+
 static QUEUE_SLOTS: SegVec<Slot> = SegVec::new();
-static QUEUES: Registry = Registry::new(Kind::Queue, &QUEUE_SLOTS);
+static QUEUES: Table<Queue> = Table::pinnable(Kind::Queue, &QUEUE_SLOTS);
 static SINK_SLOTS: SegVec<Slot> = SegVec::new();
-static SINKS: Registry = Registry::new(Kind::Sink, &SINK_SLOTS);
-/// Sink slot index -> address of its queue. Never freed, so a post may read it before it knows the sink
-/// is live (it validates before and after).
-static SINK_QUEUE: SegVec<AtomicUsize> = SegVec::new();
+static SINKS: Table<Sink> = Table::new(Kind::Sink, &SINK_SLOTS);
+/// Sink slot index -> handle of its queue. Never freed, so a post may read it before it knows the sink is
+/// live (it validates before and after).
+static SINK_QUEUE: SegVec<AtomicU64> = SegVec::new();
+
+const NOT_A_SINK: &str = "is not a live sink (unregistered, or its queue closed)";
 
 fn thread_id() -> u64 {
     // SAFETY: plain system call.
     unsafe { libc::syscall(libc::SYS_gettid) as u64 }
 }
 
-unsafe extern "C" fn drop_sink(p: *mut c_void) {
-    // SAFETY: registered from Box::into_raw in `sink_register`.
-    let sink = unsafe { Box::from_raw(p as *mut Sink) };
-    for h in sink.entries.lock().drain(..) {
-        let _ = CALLBACKS.unregister(h);
-    }
-    if let Some(destroy) = sink.destroy {
-        // SAFETY: the user's destroy, exactly once (the registry runs this once).
-        unsafe { destroy(sink.userdata as *mut c_void) };
-    }
+/// A guard for the queue named by `handle`.
+pub(crate) fn get(handle: u64) -> Result<Arc<Queue>, Error> {
+    QUEUES.get(handle).map_err(|_| Error::InvalidArg("not a live cb_queue (NULL, freed or garbage)"))
 }
 
-unsafe extern "C" fn drop_queue(p: *mut c_void) {
-    // SAFETY: registered from Box::into_raw in `new_queue`.
-    let q = unsafe { Box::from_raw(p as *mut Queue) };
-    // no post can be inside it any more (see `free`); drop what is left
-    let mut pos = q.dequeue.load(Relaxed);
-    let end = q.enqueue.load(Relaxed) & !CLOSED;
-    while pos < end {
-        q.take_payload(&q.cells[(pos & q.mask) as usize]);
-        pos += 1;
-    }
-    // SAFETY: our descriptor.
-    unsafe { libc::close(q.fd) };
-}
-
-/// Runs `f` on the queue named by `handle`, holding a reference meanwhile.
-pub(crate) fn with_queue<T>(handle: u64, f: impl FnOnce(&Queue) -> Result<T, Error>) -> Result<T, Error> {
-    // SAFETY: QUEUES only holds boxed `Queue`s.
-    unsafe { QUEUES.with_ref(handle, f) }.unwrap_or(Err(Error::InvalidArg("not a live cb_queue (NULL, freed or garbage)")))
+/// A boxed slice of `n` items made by `f`, or `NoMemory` naming `what`.
+fn try_collect<T>(n: usize, what: &'static str, f: impl FnMut(usize) -> T) -> Result<Box<[T]>, Error> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::NoMemory(what))?;
+    v.extend((0..n).map(f));
+    Ok(v.into_boxed_slice())
 }
 
 pub(crate) fn new_queue(capacity: usize) -> Result<u64, Error> {
-    if capacity == 0 || capacity > 1 << 30 {
-        return Err(Error::InvalidArg("capacity must be 1 .. 2^30 events"));
+    if capacity == 0 || capacity > CB_QUEUE_MAX_CAPACITY {
+        return Err(Error::InvalidArg("capacity must be 1 .. CB_QUEUE_MAX_CAPACITY (2^30) events"));
     }
     let n = capacity.next_power_of_two();
-    // SAFETY: plain system call.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(Error::NoMemory("eventfd failed (out of descriptors?)"));
-    }
-    let cells: Box<[Cell64]> = (0..n as u64)
-        .map(|i| Cell64 { seq: AtomicU64::new(i), sink: Cell::new(0), len: Cell::new(0), data: core::cell::UnsafeCell::new([0; INLINE]) })
-        .collect();
-    let q = Box::new(Queue {
+    let fd = EventFd::new().ok_or(Error::NoMemory("eventfd failed (out of descriptors?)"))?;
+    let cells = try_collect(n, "the queue's cells (64 bytes per event of capacity)", |i| Cell64 {
+        seq: AtomicU64::new(i as u64),
+        sink: Cell::new(0),
+        len: Cell::new(0),
+        data: core::cell::UnsafeCell::new([0; INLINE]),
+    })?;
+    QUEUES.insert(Arc::new(Queue {
         cells,
         mask: n as u64 - 1,
         enqueue: AtomicU64::new(0),
@@ -153,96 +189,114 @@ pub(crate) fn new_queue(capacity: usize) -> Result<u64, Error> {
         dropped: AtomicU64::new(0),
         full: AtomicU64::new(0),
         high_water: AtomicU64::new(0),
-        handle: AtomicU64::new(0),
         sinks: Mutex::new(Vec::new()),
         drainer: AtomicU64::new(0),
-    });
-    let raw = Box::into_raw(q);
-    let h = QUEUES.insert(raw as *mut c_void, Some(drop_queue)).inspect_err(|_| {
-        // SAFETY: not registered, still ours.
-        unsafe { drop_queue(raw as *mut c_void) };
-    })?;
-    // SAFETY: registered above; alive until freed.
-    unsafe { &*raw }.handle.store(h, Relaxed);
-    Ok(h)
+    }))
 }
 
 pub(crate) fn sink_register(queue: u64, func: SinkFn, userdata: *mut c_void, destroy: Option<DestroyFn>) -> Result<u64, Error> {
-    with_queue(queue, |q| {
-        if q.enqueue.load(Acquire) & CLOSED != 0 {
-            return Err(Error::Closed("the queue is closed"));
-        }
-        let sink = Box::into_raw(Box::new(Sink { func, userdata: userdata as usize, destroy, entries: Mutex::new(Vec::new()) }));
-        let mut sinks = q.sinks.lock();
-        // registered without a destroy until its queue is known, so a failure here takes nothing of the user's
-        let h = SINKS.insert(sink as *mut c_void, None).inspect_err(|_| {
-            // SAFETY: not registered, still ours.
-            drop(unsafe { Box::from_raw(sink) });
-        })?;
-        let Some(cell) = SINK_QUEUE.get_or_grow(h as u32) else {
-            let _ = SINKS.release(h);
-            // SAFETY: no longer registered, still ours.
-            drop(unsafe { Box::from_raw(sink) });
-            return Err(Error::NoMemory("growing the sink table"));
-        };
-        cell.store(q as *const Queue as usize, Release);
-        SINKS.set_destroy(h, drop_sink);
-        sinks.push(h);
-        Ok(h)
-    })
-}
-
-/// Unregisters a sink: its pending events are dropped when reached; its destroy runs once no delivery to
-/// it is in progress.
-pub(crate) fn sink_unregister(sink: u64) -> Result<(), Error> {
-    let q = queue_of(sink)?;
-    let _inside = inflight::enter(q);
-    if SINKS.get(sink).is_err() {
-        return Err(Error::InvalidHandle(sink, "is not a live sink (unregistered, or its queue closed)"));
+    let q = get(queue)?;
+    let entries = Mutex::new(Vec::new());
+    let sink = Arc::new(Sink { func, userdata: userdata as usize, destroy, armed: AtomicBool::new(false), queue: q.clone(), entries });
+    // under the lock close takes the sinks with: a register either sees the queue closed or is ended by close
+    let mut sinks = q.sinks.lock();
+    if q.is_closed() {
+        return Err(Error::Closed("the queue is closed"));
     }
-    // SAFETY: alive while we are inside it and the sink was live after we entered (see `post`).
-    unsafe { &*(q as *const Queue) }.sinks.lock().retain(|&s| s != sink);
-    SINKS.release(sink).map_err(|_| Error::InvalidHandle(sink, "was already unregistered"))
+    sinks.try_reserve(1).map_err(|_| Error::NoMemory("growing the queue's sink list"))?;
+    let h = SINKS.insert(sink.clone())?;
+    let Some(cell) = SINK_QUEUE.get_or_grow(h as u32) else {
+        drop(SINKS.remove(h));
+        return Err(Error::NoMemory("growing the sink table"));
+    };
+    cell.store(queue, Release);
+    sink.armed.store(true, Relaxed);
+    sinks.push(h);
+    Ok(h)
 }
 
-fn queue_of(sink: u64) -> Result<usize, Error> {
-    SINKS.get(sink).map_err(|e| match e {
-        Error::InvalidHandle(h, why) if why.starts_with("is stale") => {
-            Error::InvalidHandle(h, "is not a live sink (unregistered, or its queue closed)")
-        }
-        e => e,
-    })?;
-    // a live sink's queue was stored before its handle was handed out
-    Ok(SINK_QUEUE.get(sink as u32).map_or(0, |c| c.load(Acquire))).and_then(|q| {
-        if q == 0 { Err(Error::InvalidHandle(sink, "is not a live sink")) } else { Ok(q) }
-    })
+/// Unregisters a sink: its handle is invalid at once; its pending events are dropped when reached; its
+/// destroy runs when no delivery to it is running any more (here, or when that delivery returns).
+pub(crate) fn sink_unregister(sink: u64) -> Result<(), Error> {
+    let s = SINKS.remove(sink).map_err(|_| Error::InvalidHandle(sink, NOT_A_SINK))?;
+    s.queue.sinks.lock().retain(|&x| x != sink);
+    Ok(())
 }
 
-/// The handle of the queue a live sink belongs to.
-pub(crate) fn queue_handle_of_sink(sink: u64) -> Result<u64, Error> {
-    let q = queue_of(sink)?;
-    let _inside = inflight::enter(q);
-    SINKS.get(sink).map_err(|_| Error::InvalidHandle(sink, "is not a live sink"))?;
-    // SAFETY: alive while we are inside it (see `post`).
-    Ok(unsafe { &*(q as *const Queue) }.handle.load(Relaxed))
+/// The handle of the queue a live sink belongs to. No write.
+fn queue_of(sink: u64) -> Result<u64, Error> {
+    if !SINKS.is_live(sink) {
+        return Err(crate::handle::check_kind(sink, Kind::Sink).err().unwrap_or(Error::InvalidHandle(sink, NOT_A_SINK)));
+    }
+    // a live sink's queue was stored before its handle was handed out; live again after the read means
+    // the slot was not reused in between (its generation would have changed)
+    let q = SINK_QUEUE.get(sink as u32).map_or(0, |c| c.load(Acquire));
+    if q == 0 || !SINKS.is_live(sink) {
+        return Err(Error::InvalidHandle(sink, NOT_A_SINK));
+    }
+    Ok(q)
 }
 
 /// Posts a copy of `data` to `sink`. With `wait`, waits up to that long for room.
 pub(crate) fn post(sink: u64, data: &[u8], wait: Option<Duration>) -> Result<(), Error> {
-    let q = queue_of(sink)?;
-    let _inside = inflight::enter(q);
-    // validate again now that the queue cannot be freed under us (see the module docs)
-    SINKS.get(sink).map_err(|_| Error::InvalidHandle(sink, "is not a live sink (unregistered, or its queue closed)"))?;
-    // SAFETY: alive: its sinks are only invalidated before a grace period that would see `_inside`.
-    let q = unsafe { &*(q as *const Queue) };
+    let q = QUEUES.pin(queue_of(sink)?).map_err(|_| Error::InvalidHandle(sink, NOT_A_SINK))?;
     match q.try_post(sink, data) {
         Err(Error::Capacity(_)) if wait.is_some() => q.post_wait(sink, data, wait.expect("checked")),
         other => other,
     }
 }
 
+/// Makes a bare entry for `sink`: `entry(data, len)` posts a copy.
+pub(crate) fn entry(sink: u64, len_is_int: bool) -> Result<usize, Error> {
+    let s = SINKS.get(sink).map_err(|_| Error::InvalidHandle(sink, NOT_A_SINK))?;
+    // SAFETY: the real signatures, with the sink handle in front.
+    let f: RawFn = unsafe {
+        if len_is_int {
+            core::mem::transmute(entry_post_int as unsafe extern "C" fn(_, _, _) -> _)
+        } else {
+            core::mem::transmute(entry_post_size as unsafe extern "C" fn(_, _, _) -> _)
+        }
+    };
+    let mut entries = s.entries.lock();
+    entries.try_reserve(1).map_err(|_| Error::NoMemory("growing the sink's entry list"))?;
+    let (h, entry) = CALLBACKS.register(f, sink as usize as *mut c_void, None)?;
+    entries.push(h);
+    drop(entries);
+    // unregistered meanwhile: the entry goes with the sink's last guard (ours, soon)
+    if !SINKS.is_live(sink) {
+        return Err(Error::InvalidHandle(sink, NOT_A_SINK));
+    }
+    Ok(entry)
+}
+
+/// Frees a queue: closes it (dropping pending events) if needed, makes its handle invalid, and waits until
+/// no post is inside it; the memory goes with the last guard (a drain still running keeps it).
+pub(crate) fn free(handle: u64) -> Result<(), Error> {
+    match get(handle)?.close(false) {
+        Ok(()) | Err(Error::Closed(_)) => {}
+        Err(e) => return Err(e),
+    }
+    QUEUES.remove(handle).map(drop).map_err(|e| match e {
+        Error::WouldDeadlock(_) => e,
+        _ => Error::InvalidArg("not a live cb_queue (freed twice?)"),
+    })
+}
+
 impl Queue {
+    fn is_closed(&self) -> bool {
+        self.enqueue.load(SeqCst) & CLOSED != 0
+    }
+
     fn try_post(&self, sink: u64, data: &[u8]) -> Result<(), Error> {
+        // a large payload is copied before a cell is claimed: if memory runs out, nothing is lost
+        let boxed = if data.len() > INLINE {
+            let mut v = Vec::new();
+            v.try_reserve_exact(data.len()).map_err(|_| Error::NoMemory("copying the payload"))?;
+            v.extend_from_slice(data);
+            Some(v.into_boxed_slice())
+        } else {
+            None
+        };
         let mut pos = self.enqueue.load(Relaxed);
         let cell = loop {
             if pos & CLOSED != 0 {
@@ -267,11 +321,9 @@ impl Queue {
         // SAFETY: this cell is ours until the release store below.
         unsafe {
             let dst = cell.data.get() as *mut u8;
-            if data.len() <= INLINE {
-                core::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len());
-            } else {
-                let boxed: Box<[u8]> = data.into();
-                (dst as *mut *mut [u8]).write_unaligned(Box::into_raw(boxed));
+            match boxed {
+                None => core::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()),
+                Some(b) => (dst as *mut *mut [u8]).write_unaligned(Box::into_raw(b)),
             }
         }
         cell.seq.store(pos + 1, Release);
@@ -281,7 +333,7 @@ impl Queue {
         }
         // the consumer went idle: wake its fd (pairs with the SeqCst store + load in `idle`)
         if self.armed.load(SeqCst) && self.armed.swap(false, SeqCst) {
-            self.signal();
+            self.fd.signal();
         }
         Ok(())
     }
@@ -310,10 +362,12 @@ impl Queue {
         out
     }
 
-    fn signal(&self) {
-        let one: u64 = 1;
-        // SAFETY: writing 8 bytes to our eventfd.
-        unsafe { libc::write(self.fd, (&one as *const u64).cast(), 8) };
+    /// Wakes every `post_wait` so it tries again (room was made, or the queue closed).
+    fn wake_waiters(&self) {
+        if self.waiters.load(SeqCst) != 0 {
+            let _g = self.room.0.lock();
+            self.room.1.notify_all();
+        }
     }
 
     /// Frees a cell's boxed payload, if any, and hands the cell back to producers.
@@ -337,7 +391,8 @@ impl Queue {
         let outer = self.drainer.swap(me, Relaxed) != me;
         let deadline = wait.map(|w| Instant::now() + w);
         let mut delivered = 0;
-        let mut held: Option<(u64, &Sink)> = None;
+        // a guard for the sink of the last event: a run of events to one sink looks it up once
+        let mut held: Option<(u64, Arc<Sink>)> = None;
         loop {
             while delivered < max {
                 let pos = self.dequeue.load(Relaxed);
@@ -359,16 +414,12 @@ impl Queue {
                 let ptr = unsafe {
                     if len <= INLINE { cell.data.get() as *const u8 } else { (*(cell.data.get() as *const *mut [u8])) as *const u8 }
                 };
-                if held.is_none_or(|(h, _)| h != sink) {
-                    if let Some((h, _)) = held.take() {
-                        let _ = SINKS.release(h);
-                    }
-                    if SINKS.retain(sink).is_ok() {
-                        // SAFETY: retained; SINKS only holds boxed `Sink`s.
-                        held = Some((sink, unsafe { &*(SINKS.get(sink).expect("retained") as *const Sink) }));
-                    }
+                if held.as_ref().is_none_or(|(h, _)| *h != sink) {
+                    // dropping the previous guard may run that sink's destroy: no event of ours is in use
+                    held = SINKS.get(sink).ok().map(|s| (sink, s));
                 }
-                match held {
+                // still live? (unregistered meanwhile, maybe by the sink itself: its events are dropped)
+                match held.as_ref().filter(|(h, _)| SINKS.is_live(*h)) {
                     Some((_, s)) => {
                         // the payload stays valid during the call: the cell is released after it
                         // SAFETY: the sink's own function and userdata.
@@ -382,11 +433,8 @@ impl Queue {
                 }
                 self.release_cell(cell, pos);
             }
-            if self.waiters.load(SeqCst) != 0 {
-                let _g = self.room.0.lock();
-                self.room.1.notify_all();
-            }
-            if delivered > 0 || delivered >= max || self.enqueue.load(Acquire) & CLOSED != 0 {
+            self.wake_waiters();
+            if delivered > 0 || delivered >= max || self.is_closed() {
                 break;
             }
             // nothing yet: wait on the fd for the first event, if asked to
@@ -394,19 +442,14 @@ impl Queue {
                 Some(d) => d.saturating_duration_since(Instant::now()),
                 None => break,
             };
-            if self.idle() {
-                let mut pfd = libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 };
-                let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as c_int;
-                // SAFETY: one pollfd on our eventfd.
-                unsafe { libc::poll(&mut pfd, 1, ms) };
+            if self.idle() && !self.is_closed() {
+                self.fd.wait_readable(Some(left)); // a post or close makes it readable
             }
             if left.is_zero() {
                 break;
             }
         }
-        if let Some((h, _)) = held {
-            let _ = SINKS.release(h);
-        }
+        drop(held);
         if self.dequeue.load(Relaxed) == self.enqueue.load(SeqCst) & !CLOSED {
             self.idle();
         }
@@ -425,17 +468,20 @@ impl Queue {
         if self.armed.load(SeqCst) {
             return self.empty();
         }
-        let mut buf = 0u64;
-        // SAFETY: reading our eventfd (non-blocking): it is unreadable afterwards.
-        unsafe { libc::read(self.fd, (&mut buf as *mut u64).cast(), 8) };
+        self.fd.reset();
         self.armed.store(true, SeqCst);
         fence(SeqCst);
+        if self.is_closed() {
+            // closed after the check above: its signal may have been the one just reset
+            self.fd.signal();
+            return self.empty();
+        }
         if self.empty() {
             return true;
         }
         // a post came in between: keep the fd readable, unless that post already saw `armed`
         if self.armed.swap(false, SeqCst) {
-            self.signal();
+            self.fd.signal();
         }
         false
     }
@@ -445,7 +491,7 @@ impl Queue {
     }
 
     pub(crate) fn fd(&self) -> c_int {
-        self.fd
+        self.fd.raw()
     }
 
     pub(crate) fn stats(&self) -> cb_queue_stats {
@@ -461,14 +507,18 @@ impl Queue {
         }
     }
 
-    /// Closes: refuses producers from now on; delivers (on this thread) or drops what is pending; then
-    /// unregisters every sink (their destroys run once). Closing twice is an error.
+    /// Closes: refuses producers from now on and wakes every blocked caller; delivers (on this thread) or
+    /// drops what is pending; then unregisters every sink (their destroys run once, when no delivery to
+    /// them runs any more). Closing twice is an error.
     pub(crate) fn close(&self, deliver: bool) -> Result<(), Error> {
-        let _consumer = self.consumer.lock();
         let before = self.enqueue.fetch_or(CLOSED, SeqCst);
         if before & CLOSED != 0 {
             return Err(Error::Closed("the queue was already closed"));
         }
+        // before taking the consumer side: a drain blocked on the fd holds it until it wakes
+        self.fd.signal();
+        self.wake_waiters();
+        let _consumer = self.consumer.lock();
         // posts that won their CAS before the close may still be writing their cell: wait for them
         let end = before & !CLOSED;
         for pos in self.dequeue.load(Relaxed)..end {
@@ -489,52 +539,17 @@ impl Queue {
         self.dequeue.store(pos, Relaxed);
         let sinks: Vec<u64> = core::mem::take(&mut *self.sinks.lock());
         for s in sinks {
-            let _ = SINKS.release(s);
+            drop(SINKS.remove(s)); // fails only for a sink being unregistered right now
         }
-        self.signal(); // a consumer blocked on the fd wakes up and finds the queue closed
+        self.fd.signal(); // readable for good: a consumer waiting on it finds the queue closed
         Ok(())
     }
-
-    /// Makes a bare entry for `sink`: `entry(data, len)` posts a copy.
-    pub(crate) fn entry(&self, sink: u64, len_is_int: bool) -> Result<usize, Error> {
-        // SAFETY: the real signatures, with the sink handle in front.
-        let f: RawFn = unsafe {
-            if len_is_int {
-                core::mem::transmute(entry_post_int as unsafe extern "C" fn(_, _, _) -> _)
-            } else {
-                core::mem::transmute(entry_post_size as unsafe extern "C" fn(_, _, _) -> _)
-            }
-        };
-        // SAFETY: SINKS only holds boxed `Sink`s.
-        unsafe {
-            SINKS.with_ref(sink, |s: &Sink| -> Result<usize, Error> {
-                let (h, entry) = CALLBACKS.register(f, sink as usize as *mut c_void, None)?;
-                s.entries.lock().push(h);
-                Ok(entry)
-            })
-        }
-        .unwrap_or(Err(Error::InvalidHandle(sink, "is not a live sink")))
-    }
-}
-
-/// Frees a queue: closes it (dropping pending events) if needed, waits until no post is inside it, frees.
-pub(crate) fn free(handle: u64) -> Result<(), Error> {
-    let addr = with_queue(handle, |q| {
-        match q.close(false) {
-            Ok(()) | Err(Error::Closed(_)) => {}
-            Err(e) => return Err(e),
-        }
-        Ok(q as *const Queue as usize)
-    })?;
-    // its sinks are invalid now; a post that got in before that is marked inside it: wait those out
-    inflight::wait_until_no_one_inside(addr);
-    QUEUES.release(handle).map_err(|_| Error::InvalidArg("not a live cb_queue (freed twice?)"))
 }
 
 unsafe extern "C" fn entry_post_int(ud: *mut c_void, data: *const c_void, len: c_int) -> c_int {
     if len < 0 {
-        crate::error::set_last_error("cb_queue entry", format_args!("negative length {len}"));
-        return -1;
+        set_last_error("cb_queue entry", format_args!("negative length {len}"));
+        return 0;
     }
     entry_post(ud, data, len as usize)
 }
@@ -543,21 +558,34 @@ unsafe extern "C" fn entry_post_size(ud: *mut c_void, data: *const c_void, len: 
     entry_post(ud, data, len)
 }
 
+/// A bare entry's body: 1 when posted, 0 when not (a stale call through the entry also returns 0).
 fn entry_post(ud: *mut c_void, data: *const c_void, len: usize) -> c_int {
-    let run = || {
-        if data.is_null() && len != 0 {
-            return Err(Error::NullArg("data"));
+    abort_on_panic("panic while posting through a queue entry", || {
+        // SAFETY: the caller's buffer of `len` bytes, read before the post returns.
+        match unsafe { payload(data, len) }.and_then(|bytes| post(ud as usize as u64, bytes, None)) {
+            Ok(()) => 1,
+            Err(e) => {
+                set_last_error("cb_queue entry", format_args!("{e}"));
+                0
+            }
         }
-        // SAFETY: the caller's buffer of `len` bytes.
-        let bytes = if len == 0 { &[][..] } else { unsafe { core::slice::from_raw_parts(data as *const u8, len) } };
-        post(ud as usize as u64, bytes, None)
-    };
-    match std::panic::catch_unwind(run) {
-        Ok(Ok(())) => 0,
-        Ok(Err(e)) => {
-            crate::error::set_last_error("cb_queue entry", format_args!("{e}"));
-            -1
-        }
-        Err(_) => crate::callback::fatal("panic while posting through a queue entry"),
+    })
+}
+
+/// The caller's `len` bytes at `data` as a slice (`data` may be NULL when `len` is 0).
+///
+/// # Safety
+/// `data` points to `len` readable bytes for the life of the slice.
+pub(crate) unsafe fn payload<'a>(data: *const c_void, len: usize) -> Result<&'a [u8], Error> {
+    if len == 0 {
+        return Ok(&[]);
     }
+    if data.is_null() {
+        return Err(Error::NullArg("data"));
+    }
+    if len > isize::MAX as usize {
+        return Err(Error::InvalidArg("len is larger than PTRDIFF_MAX"));
+    }
+    // SAFETY: the caller's promise, and the length is one a slice may have.
+    Ok(unsafe { core::slice::from_raw_parts(data as *const u8, len) })
 }

@@ -16,6 +16,11 @@ use std::alloc::{self, Layout};
 /// Implement only for types whose every field is valid when zeroed and that need no `Drop`.
 pub(crate) unsafe trait Zeroed {}
 
+// SAFETY: an all-zero atomic integer is 0.
+unsafe impl Zeroed for core::sync::atomic::AtomicUsize {}
+// SAFETY: as above.
+unsafe impl Zeroed for core::sync::atomic::AtomicU64 {}
+
 const CHUNK_SHIFT: u32 = 16;
 const CHUNK_LEN: usize = 1 << CHUNK_SHIFT;
 const CHUNKS: usize = 1 << (32 - CHUNK_SHIFT);
@@ -101,7 +106,6 @@ mod tests {
     use super::*;
     use core::sync::atomic::AtomicU64;
 
-    unsafe impl Zeroed for AtomicU64 {}
 
     #[test]
     fn get_is_none_until_grown_and_every_index_is_in_range() {

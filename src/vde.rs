@@ -8,17 +8,20 @@
 //!   record's *handle* as its argument, so a host that fires an event late (after delete or fini) finds an
 //!   invalid handle and nothing happens. The user gets the same handle as the event's token.
 //! * Every host token is given back to the host's `event_del` / `timeout_del` exactly once: on delete, at
-//!   fini, or after a one-shot event has fired. A record stays alive while its callback runs (the callback
-//!   holds a reference), so deleting from inside the callback is safe.
+//!   fini, or after a one-shot event has fired. Contexts and event records live in [`Table`]s: every call
+//!   that uses one holds a guard, so a record stays alive while its callback runs, while the host's add is
+//!   running, and while another thread deletes it or finishes its context.
 //! * Host functions and user callbacks are always called with no cbslot lock held.
 
-use crate::error::Error;
-use crate::handle::{Kind, Registry, Slot};
+use crate::error::{Error, abort_on_panic};
+use crate::handle::{Kind, Slot};
 use crate::segvec::SegVec;
+use crate::table::Table;
 use core::ffi::{c_char, c_int, c_short, c_void};
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::ffi::{CStr, CString};
+use std::sync::Arc;
 
 /// Fires on timeout.
 pub const VDE_EV_TIMEOUT: c_short = 0x01;
@@ -84,43 +87,19 @@ struct Life {
 }
 
 static CONTEXT_SLOTS: SegVec<Slot> = SegVec::new();
-static CONTEXTS: Registry = Registry::new(Kind::Context, &CONTEXT_SLOTS);
+static CONTEXTS: Table<Context> = Table::new(Kind::Context, &CONTEXT_SLOTS);
 static EVENT_SLOTS: SegVec<Slot> = SegVec::new();
-static EVENTS: Registry = Registry::new(Kind::Event, &EVENT_SLOTS);
-
-unsafe extern "C" fn drop_context(p: *mut c_void) {
-    // SAFETY: registered from Box::into_raw in `new_context`.
-    drop(unsafe { Box::from_raw(p as *mut Context) });
-}
-
-unsafe extern "C" fn drop_event(p: *mut c_void) {
-    // SAFETY: registered from Box::into_raw in `add`.
-    drop(unsafe { Box::from_raw(p as *mut EventRec) });
-}
+static EVENTS: Table<EventRec> = Table::new(Kind::Event, &EVENT_SLOTS);
 
 /// Creates a context; returns its handle.
 pub(crate) fn new_context() -> Result<u64, Error> {
-    let ctx = Box::new(Context {
-        inner: Mutex::new(Inner { state: State::New, handler: None, modules: Vec::new(), events: HashSet::new() }),
-    });
-    let raw = Box::into_raw(ctx);
-    CONTEXTS.insert(raw as *mut c_void, Some(drop_context)).inspect_err(|_| {
-        // SAFETY: not registered, still ours.
-        drop(unsafe { Box::from_raw(raw) });
-    })
+    let inner = Inner { state: State::New, handler: None, modules: Vec::new(), events: HashSet::new() };
+    CONTEXTS.insert(Arc::new(Context { inner: Mutex::new(inner) }))
 }
 
-/// Runs `f` on the context named by `handle`, holding a reference to it meanwhile.
-fn with_context<T>(handle: u64, f: impl FnOnce(&Context) -> Result<T, Error>) -> Result<T, Error> {
-    // SAFETY: CONTEXTS only holds boxed `Context`s.
-    unsafe { CONTEXTS.with_ref(handle, f) }
-        .unwrap_or(Err(Error::InvalidArg("not a live vde_context (NULL, deleted or garbage)")))
-}
-
-/// Runs `f` on the event named by `ev`, holding a reference meanwhile; `None` if it is not live.
-fn with_event<T>(ev: u64, f: impl FnOnce(&EventRec) -> T) -> Option<T> {
-    // SAFETY: EVENTS only holds boxed `EventRec`s.
-    unsafe { EVENTS.with_ref(ev, f) }
+/// A guard for the context named by `handle`.
+fn context(handle: u64) -> Result<Arc<Context>, Error> {
+    CONTEXTS.get(handle).map_err(|_| Error::InvalidArg("not a live vde_context (NULL, deleted or garbage)"))
 }
 
 /// `vde_context_init`: copies the handler and the module paths.
@@ -140,21 +119,20 @@ pub(crate) unsafe fn init(handle: u64, handler: Handler, modules: *const *const 
             copied.push(unsafe { CStr::from_ptr(p) }.to_owned());
         }
     }
-    with_context(handle, |ctx| {
-        let mut g = ctx.inner.lock();
-        if g.state != State::New {
-            return Err(Error::InvalidArg("the context was already initialised"));
-        }
-        g.state = State::Ready;
-        g.handler = Some(handler);
-        g.modules = copied;
-        Ok(())
-    })
+    let ctx = context(handle)?;
+    let mut g = ctx.inner.lock();
+    if g.state != State::New {
+        return Err(Error::InvalidArg("the context was already initialised"));
+    }
+    g.state = State::Ready;
+    g.handler = Some(handler);
+    g.modules = copied;
+    Ok(())
 }
 
 /// The `i`-th module path copied at init (valid until fini or delete), or NULL.
 pub(crate) fn module_path(handle: u64, i: usize) -> Result<*const c_char, Error> {
-    with_context(handle, |ctx| Ok(ctx.inner.lock().modules.get(i).map_or(core::ptr::null(), |s| s.as_ptr())))
+    Ok(context(handle)?.inner.lock().modules.get(i).map_or(core::ptr::null(), |s| s.as_ptr()))
 }
 
 /// `vde_context_event_add` / `vde_context_timeout_add`: returns the event's handle (the user's token).
@@ -169,61 +147,60 @@ pub(crate) fn add(
     if events & !ALL_EVENTS != 0 {
         return Err(Error::InvalidArg("unknown bits in events (allowed: VDE_EV_TIMEOUT|READ|WRITE|PERSIST)"));
     }
-    with_context(handle, |ctx| {
-        let handler = {
-            let g = ctx.inner.lock();
-            if g.state != State::Ready {
-                return Err(Error::InvalidArg("the context is not initialised (or was finished)"));
-            }
-            g.handler.expect("ready contexts have a handler")
-        };
-        let rec = Box::new(EventRec {
-            context: handle,
-            timeout: fd.is_none(),
-            persistent: events & VDE_EV_PERSIST != 0,
-            cb,
-            arg: arg as usize,
-            del: if fd.is_some() { handler.event_del } else { handler.timeout_del },
-            life: Mutex::new(Life::default()),
-        });
-        let raw = Box::into_raw(rec);
-        let ev = EVENTS.insert(raw as *mut c_void, Some(drop_event)).inspect_err(|_| {
-            // SAFETY: not registered, still ours.
-            drop(unsafe { Box::from_raw(raw) });
-        })?;
-        // SAFETY: we hold the registry's reference until the end of this function at least.
-        let rec = unsafe { &*raw };
-        ctx.inner.lock().events.insert(ev);
-        let host_arg = ev as usize as *mut c_void;
-        // SAFETY: host functions the caller installed; `fire` and the handle outlive the registration.
-        let token = unsafe {
-            match fd {
-                Some(fd) => (handler.event_add)(fd, events, timeout, Some(fire), host_arg),
-                None => (handler.timeout_add)(timeout, events, Some(fire), host_arg),
-            }
-        };
-        if token.is_null() {
-            ctx.inner.lock().events.remove(&ev);
-            rec.life.lock().given_back = true; // nothing to give back
-            let _ = EVENTS.release(ev);
-            return Err(Error::Host(if fd.is_some() { "the host's event_add failed" } else { "the host's timeout_add failed" }));
+    let ctx = context(handle)?;
+    let handler = {
+        let g = ctx.inner.lock();
+        g.handler.filter(|_| g.state == State::Ready).ok_or(Error::InvalidArg("the context is not initialised (or was finished)"))?
+    };
+    let rec = Arc::new(EventRec {
+        context: handle,
+        timeout: fd.is_none(),
+        persistent: events & VDE_EV_PERSIST != 0,
+        cb,
+        arg: arg as usize,
+        del: if fd.is_some() { handler.event_del } else { handler.timeout_del },
+        life: Mutex::new(Life::default()),
+    });
+    let ev = EVENTS.insert(rec.clone())?;
+    {
+        // the context's set and its state change together, so fini either sees this event or refuses it here
+        let mut g = ctx.inner.lock();
+        if g.state != State::Ready {
+            drop(g);
+            drop(EVENTS.remove(ev));
+            return Err(Error::InvalidArg("the context was finished while the event was being added"));
         }
-        let give_back = {
-            let mut life = rec.life.lock();
-            life.token = Some(token as usize);
-            // a one-shot that fired (or was deleted) before the host returned its token
-            life.done && !core::mem::replace(&mut life.given_back, true)
-        };
-        if give_back {
-            // SAFETY: the host's own token, given back once.
-            unsafe { (rec.del)(token) };
+        g.events.insert(ev);
+    }
+    let host_arg = ev as usize as *mut c_void;
+    // SAFETY: host functions the caller installed; `fire` and the handle outlive the registration.
+    let token = unsafe {
+        match fd {
+            Some(fd) => (handler.event_add)(fd, events, timeout, Some(fire), host_arg),
+            None => (handler.timeout_add)(timeout, events, Some(fire), host_arg),
         }
-        Ok(ev)
-    })
+    };
+    if token.is_null() {
+        rec.life.lock().given_back = true; // nothing to give back
+        ctx.inner.lock().events.remove(&ev);
+        finish(ev, &rec);
+        return Err(Error::Host(if fd.is_some() { "the host's event_add failed" } else { "the host's timeout_add failed" }));
+    }
+    let give_back = {
+        let mut life = rec.life.lock();
+        life.token = Some(token as usize);
+        // ended (fired once, deleted, or finished by fini) before the host returned its token
+        life.done && !core::mem::replace(&mut life.given_back, true)
+    };
+    if give_back {
+        // SAFETY: the host's own token, given back once.
+        unsafe { (rec.del)(token) };
+    }
+    Ok(ev)
 }
 
-/// Ends an event: no more callbacks, the host token back to the host (once), the registry reference
-/// dropped. Returns false if it had already ended.
+/// Ends an event: no more callbacks, the host token back to the host (once, if known yet), the handle
+/// removed. Returns false if it had already ended.
 fn finish(ev: u64, rec: &EventRec) -> bool {
     let token = {
         let mut life = rec.life.lock();
@@ -239,80 +216,78 @@ fn finish(ev: u64, rec: &EventRec) -> bool {
             _ => None, // not known yet: `add` gives it back when the host returns it
         }
     };
+    drop(EVENTS.remove(ev));
     if let Some(t) = token {
         // SAFETY: the host's own token, given back exactly once (guarded by `given_back`).
         unsafe { (rec.del)(t as *mut c_void) };
     }
-    let _ = EVENTS.release(ev);
     true
 }
 
 /// `vde_context_event_del` / `vde_context_timeout_del`.
 pub(crate) fn del(handle: u64, ev: u64, timeout: bool) -> Result<(), Error> {
-    with_context(handle, |ctx| {
-        with_event(ev, |rec| {
-            if rec.context != handle {
-            Err(Error::InvalidArg("the token belongs to another context"))
-            } else if rec.timeout != timeout {
-                Err(Error::InvalidArg(if timeout {
-                    "the token is an fd event: delete it with vde_context_event_del"
-                } else {
-                    "the token is a timeout: delete it with vde_context_timeout_del"
-                }))
-            } else {
-                ctx.inner.lock().events.remove(&ev);
-                if finish(ev, rec) { Ok(()) } else { Err(Error::InvalidArg("the event was already deleted or finished")) }
-            }
-        })
-        .unwrap_or(Err(Error::InvalidArg("not a live event token (deleted, finished or garbage)")))
-    })
+    let ctx = context(handle)?;
+    let rec = EVENTS.get(ev).map_err(|_| Error::InvalidArg("not a live event token (deleted, finished or garbage)"))?;
+    if rec.context != handle {
+        return Err(Error::InvalidArg("the token belongs to another context"));
+    }
+    if rec.timeout != timeout {
+        return Err(Error::InvalidArg(if timeout {
+            "the token is an fd event: delete it with vde_context_event_del"
+        } else {
+            "the token is a timeout: delete it with vde_context_timeout_del"
+        }));
+    }
+    ctx.inner.lock().events.remove(&ev);
+    if finish(ev, &rec) { Ok(()) } else { Err(Error::InvalidArg("the event was already deleted or finished")) }
 }
 
 /// The callback cbslot gives the host loop: `arg` is the event's handle.
 pub(crate) extern "C" fn fire(fd: c_int, events: c_short, arg: *mut c_void) {
-    let run = || {
+    abort_on_panic("panic while firing a vde event", || {
         let ev = arg as usize as u64;
         // a dead handle: fired after delete or fini, nothing to reach
-        with_event(ev, |rec| {
-            if !rec.life.lock().done {
-                // SAFETY: the user's callback with the user's argument.
-                unsafe { (rec.cb)(fd, events, rec.arg as *mut c_void) };
-                if !rec.persistent {
-                    let _ = with_context(rec.context, |ctx| Ok(ctx.inner.lock().events.remove(&ev)));
-                    finish(ev, rec);
-                }
+        let Ok(rec) = EVENTS.get(ev) else { return };
+        if rec.life.lock().done {
+            return;
+        }
+        // SAFETY: the user's callback with the user's argument.
+        unsafe { (rec.cb)(fd, events, rec.arg as *mut c_void) };
+        if !rec.persistent {
+            if let Ok(ctx) = context(rec.context) {
+                ctx.inner.lock().events.remove(&ev);
             }
-        });
-    };
-    if std::panic::catch_unwind(run).is_err() {
-        crate::callback::fatal("panic while firing a vde event");
-    }
+            finish(ev, &rec);
+        }
+    })
 }
 
 /// `vde_context_fini`: ends every event still registered (through the host's del functions).
 pub(crate) fn fini(handle: u64) -> Result<(), Error> {
-    with_context(handle, |ctx| {
-        let events: Vec<u64> = {
-            let mut g = ctx.inner.lock();
-            if g.state == State::Finished {
-                return Err(Error::InvalidArg("the context was already finished"));
-            }
-            g.state = State::Finished;
-            g.modules.clear();
-            g.events.drain().collect()
-        };
-        for ev in events {
-            with_event(ev, |rec| finish(ev, rec));
+    let ctx = context(handle)?;
+    let events: Vec<u64> = {
+        let mut g = ctx.inner.lock();
+        if g.state == State::Finished {
+            return Err(Error::InvalidArg("the context was already finished"));
         }
-        Ok(())
-    })
+        g.state = State::Finished;
+        g.modules.clear();
+        g.events.drain().collect()
+    };
+    for ev in events {
+        if let Ok(rec) = EVENTS.get(ev) {
+            finish(ev, &rec);
+        }
+    }
+    Ok(())
 }
 
-/// `vde_context_delete`: finishes the context if needed, then frees it (once no call is using it).
+/// `vde_context_delete`: finishes the context if needed, then removes it; the memory goes when the last
+/// call using it returns.
 pub(crate) fn delete(handle: u64) -> Result<(), Error> {
-    let state = with_context(handle, |ctx| Ok(ctx.inner.lock().state))?;
+    let state = context(handle)?.inner.lock().state;
     if state != State::Finished {
         let _ = fini(handle);
     }
-    CONTEXTS.release(handle).map_err(|_| Error::InvalidArg("not a live vde_context (deleted twice?)"))
+    CONTEXTS.remove(handle).map(drop).map_err(|_| Error::InvalidArg("not a live vde_context (deleted twice?)"))
 }

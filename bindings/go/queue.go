@@ -156,7 +156,8 @@ func (s *Sink) Post(data []byte) error {
 
 // Entry returns a bare C function pointer `int entry(const void *data, int len)` (intLen) or
 // `int entry(const void *data, size_t len)` that posts to the sink, for C libraries that only take such a
-// callback and call it from their own threads.
+// callback and call it from their own threads. The entry returns 1 when it posted and 0 when it did not
+// (queue full or closed, sink closed, negative length; also a stale call after the sink is closed).
 func (s *Sink) Entry(intLen bool) (uintptr, error) {
 	lt := C.int(C.CB_QUEUE_LEN_SIZE_T)
 	if intLen {

@@ -100,10 +100,7 @@ pub(crate) fn acquire() -> &'static Rec {
 
 /// Called by the dispatcher on a thread's first call (all argument registers saved around it).
 pub(crate) extern "C" fn acquire_for_dispatcher() -> *const Rec {
-    match std::panic::catch_unwind(acquire) {
-        Ok(r) => r,
-        Err(_) => crate::callback::fatal("could not set up this thread's in-flight record"),
-    }
+    crate::error::abort_on_panic("could not set up this thread's in-flight record", acquire)
 }
 
 /// Marks the calling thread as inside the object at `addr` until the returned guard drops: a grace period
@@ -243,17 +240,17 @@ fn heavy_barrier() {
         if *page == 0 {
             let p = libc::mmap(ptr::null_mut(), 4096, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
             if p == libc::MAP_FAILED {
-                crate::callback::fatal("mmap for the barrier page failed");
+                crate::error::fatal("mmap for the barrier page failed");
             }
             *page = p as usize;
         }
         let p = *page as *mut libc::c_void;
         if libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_WRITE) != 0 {
-            crate::callback::fatal("mprotect for the barrier page failed");
+            crate::error::fatal("mprotect for the barrier page failed");
         }
         core::ptr::write_volatile(p as *mut u8, 1);
         if libc::mprotect(p, 4096, libc::PROT_NONE) != 0 {
-            crate::callback::fatal("mprotect for the barrier page failed");
+            crate::error::fatal("mprotect for the barrier page failed");
         }
     }
     core::sync::atomic::fence(SeqCst);

@@ -18,7 +18,7 @@ pub(crate) mod arch;
 pub(crate) mod inflight;
 mod tramp;
 
-use crate::error::Error;
+use crate::error::{Error, abort_on_panic, fatal};
 use crate::ffi::cb_stats;
 use crate::handle::{GEN_MAX, Kind, check_kind, pack};
 use crate::segvec::{SegVec, Zeroed};
@@ -119,8 +119,6 @@ pub(crate) struct Callbacks {
     stale_handler: Mutex<(Option<StaleFn>, usize)>,
 }
 
-// SAFETY: atomics only.
-unsafe impl Zeroed for AtomicUsize {}
 
 pub(crate) static CALLBACKS: Callbacks = Callbacks::new();
 static META: SegVec<Meta> = SegVec::new();
@@ -466,17 +464,9 @@ fn init_process() {
     });
 }
 
-/// Prints `what` and aborts: for failures on paths that cannot return an error (inside the dispatcher).
-pub(crate) fn fatal(what: &str) -> ! {
-    let msg = format!("cbslot: fatal: {what}\n");
-    // SAFETY: writing a buffer we own to stderr.
-    unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
-    std::process::abort()
-}
-
 /// The dispatcher's stale path: a call through an entry whose slot has no registration.
 extern "C" fn stale_call(entry: usize) {
-    let run = || {
+    abort_on_panic("panic in the stale-call path", || {
         CALLBACKS.stale_calls.fetch_add(1, Relaxed);
         let (handler, arg) = *CALLBACKS.stale_handler.lock();
         // SAFETY: a non-null code address.
@@ -489,10 +479,7 @@ extern "C" fn stale_call(entry: usize) {
                  Install a handler with cb_set_stale_handler() to survive such calls."
             )),
         }
-    };
-    if std::panic::catch_unwind(run).is_err() {
-        fatal("panic in the stale-call path");
-    }
+    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use super::vde::vde_event_handler;
 use crate::error::{Error, cb_status, ffi_status, non_null};
-use crate::evloop::{self, with_loop};
+use crate::evloop;
 use core::ffi::c_int;
 use std::time::Duration;
 
@@ -35,7 +35,10 @@ pub extern "C" fn cb_loop_new(out_loop: *mut *mut cb_loop) -> cb_status {
 
 /// Fills `*out_handler` with this loop's four functions, ready for `vde_context_init`. They are bare
 /// function pointers (cbslot entries) bound to this loop; they stay valid until `cb_loop_free`. They may be
-/// called from any thread; a timeout added while the loop sleeps wakes it.
+/// called from any thread; a timeout added while the loop sleeps wakes it. Timeouts are read as VDE3
+/// timevals: negative parts count as 0, `tv_usec` is clamped to 0..999999, and anything longer than 100
+/// years (up to `{LONG_MAX, 999999}`) is clamped to 100 years. Deleting a token whose one-shot event has
+/// already fired succeeds and does nothing; a token the loop never issued sets errno EINVAL.
 ///
 /// Errors: `CB_ERR_NULL_ARG`; `CB_ERR_INVALID_ARG` for a NULL, freed or garbage loop.
 #[unsafe(no_mangle)]
@@ -60,29 +63,27 @@ pub extern "C" fn cb_loop_handler(lp: *mut cb_loop, out_handler: *mut vde_event_
 /// Callbacks run on this thread with no loop lock held: they may add and delete events (their own too),
 /// and stop the loop. A non-persistent event is removed just before its callback runs.
 ///
-/// Errors: `CB_ERR_INVALID_ARG` for a bad loop, or if the loop is already running (on any thread).
+/// Errors: `CB_ERR_INVALID_ARG` for a bad loop, or if the loop is already running (on another thread, or
+/// this is one of its own callbacks).
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_loop_run(lp: *mut cb_loop) -> cb_status {
-    ffi_status!("cb_loop_run", { with_loop(handle_of(lp), |l| l.run().map(drop)) })
+    ffi_status!("cb_loop_run", { evloop::get(handle_of(lp))?.run().map(drop) })
 }
 
 /// Runs one round: waits up to `timeout_ms` (-1: until the next event or timeout is due; 0: just polls)
 /// for events, then runs the callbacks of everything ready and of every timeout due. Returns at once when
 /// nothing is registered. The number of callbacks run goes to `*out_dispatched` (may be NULL).
 ///
-/// Errors: `CB_ERR_INVALID_ARG` for a bad loop or `timeout_ms` < -1.
+/// Errors: `CB_ERR_INVALID_ARG` for a bad loop, `timeout_ms` < -1, or if the loop is already running (in
+/// `cb_loop_run` or `cb_loop_run_once` on another thread, or this is one of its own callbacks: a re-entrant
+/// round would dispatch the same level-triggered event again and again).
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_loop_run_once(lp: *mut cb_loop, timeout_ms: c_int, out_dispatched: *mut usize) -> cb_status {
     ffi_status!("cb_loop_run_once", {
         if timeout_ms < -1 {
             return Err(Error::InvalidArg("timeout_ms must be -1, 0 or positive"));
         }
-        let n = with_loop(handle_of(lp), |l| {
-            if l.pending() == 0 {
-                return Ok(0);
-            }
-            Ok(l.run_once((timeout_ms >= 0).then(|| Duration::from_millis(timeout_ms as u64))))
-        })?;
+        let n = evloop::get(handle_of(lp))?.run_once((timeout_ms >= 0).then(|| Duration::from_millis(timeout_ms as u64)))?;
         if !out_dispatched.is_null() {
             // SAFETY: checked non-NULL.
             unsafe { out_dispatched.write(n) };
@@ -96,7 +97,7 @@ pub extern "C" fn cb_loop_run_once(lp: *mut cb_loop, timeout_ms: c_int, out_disp
 /// at once. Errors: `CB_ERR_INVALID_ARG` for a bad loop.
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_loop_stop(lp: *mut cb_loop) -> cb_status {
-    ffi_status!("cb_loop_stop", { with_loop(handle_of(lp), |l| Ok(l.stop())) })
+    ffi_status!("cb_loop_stop", { Ok(evloop::get(handle_of(lp))?.stop()) })
 }
 
 /// Number of events and timeouts registered on the loop, in `*out_count`.
@@ -105,7 +106,7 @@ pub extern "C" fn cb_loop_stop(lp: *mut cb_loop) -> cb_status {
 pub extern "C" fn cb_loop_pending(lp: *mut cb_loop, out_count: *mut usize) -> cb_status {
     ffi_status!("cb_loop_pending", {
         let out = non_null(out_count, "out_count")?;
-        let n = with_loop(handle_of(lp), |l| Ok(l.pending()))?;
+        let n = evloop::get(handle_of(lp))?.pending();
         // SAFETY: checked non-NULL.
         unsafe { out.write(n) };
         Ok(())

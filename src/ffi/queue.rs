@@ -3,7 +3,7 @@
 
 use super::{cb_destroy_fn, cb_fn, cb_handle};
 use crate::error::{Error, cb_status, ffi_status, non_null};
-use crate::queue::{self, with_queue};
+use crate::queue;
 use core::ffi::{c_int, c_void};
 use std::time::Duration;
 
@@ -19,30 +19,8 @@ pub struct cb_queue {
 #[allow(non_camel_case_types)]
 pub type cb_sink_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, data: *const c_void, len: usize)>;
 
-/// Queue counters, filled by `cb_queue_get_stats`.
-#[allow(non_camel_case_types)]
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct cb_queue_stats {
-    /// Events accepted by posts.
-    pub posted: u64,
-    /// Events delivered to a sink.
-    pub delivered: u64,
-    /// Events dropped: their sink was unregistered first, or the queue was closed without delivering.
-    pub dropped: u64,
-    /// Posts refused because the queue was full (each `cb_queue_post_wait` retry counts).
-    pub full_rejections: u64,
-    /// Most events ever pending at once.
-    pub high_water: u64,
-    /// Events pending now.
-    pub pending: u64,
-    /// Events the queue holds (the capacity asked for, rounded up to a power of two).
-    pub capacity: u64,
-}
+pub use crate::queue::{CB_QUEUE_INLINE_BYTES, CB_QUEUE_MAX_CAPACITY, cb_queue_stats};
 
-/// Payloads of up to this many bytes are copied into the queue's own cells (no allocation); larger ones
-/// are copied to the heap.
-pub const CB_QUEUE_INLINE_BYTES: u32 = 40;
 /// `cb_queue_sink_entry` length type: the entry is `int entry(const void *data, int len)`.
 pub const CB_QUEUE_LEN_INT: c_int = 0;
 /// `cb_queue_sink_entry` length type: the entry is `int entry(const void *data, size_t len)`.
@@ -60,10 +38,12 @@ fn timeout(ms: c_int) -> Result<Option<Duration>, Error> {
     }
 }
 
-/// Creates a bounded queue of `capacity` events (rounded up to a power of two; 1 to 2^30) in `*out_queue`.
-/// Many producers on any threads; one consumer at a time.
+/// Creates a bounded queue of `capacity` events (rounded up to a power of two; 1 to
+/// `CB_QUEUE_MAX_CAPACITY`) in `*out_queue`. Many producers on any threads; one consumer at a time. The
+/// cells (64 bytes per event) are allocated here, so a large capacity costs its memory up front.
 ///
-/// Errors: `CB_ERR_NULL_ARG`; `CB_ERR_INVALID_ARG` (capacity 0 or too large); `CB_ERR_NO_MEMORY`.
+/// Errors: `CB_ERR_NULL_ARG`; `CB_ERR_INVALID_ARG` (capacity 0 or above the maximum); `CB_ERR_NO_MEMORY`
+/// (the cells or the eventfd could not be had; nothing is left behind).
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_queue_new(capacity: usize, out_queue: *mut *mut cb_queue) -> cb_status {
     ffi_status!("cb_queue_new", {
@@ -77,9 +57,12 @@ pub extern "C" fn cb_queue_new(capacity: usize, out_queue: *mut *mut cb_queue) -
 
 /// Registers a sink on `queue`: events posted to the sink's handle are delivered as `fn(userdata, data,
 /// len)` by `cb_queue_drain`. `destroy(userdata)` (may be NULL) runs exactly once: after
-/// `cb_queue_sink_unregister` or when the queue is closed, once no delivery to the sink is running.
+/// `cb_queue_sink_unregister` or when the queue is closed, once no delivery to the sink is running. A
+/// register racing `cb_queue_close` either fails with `CB_ERR_CLOSED` (and never runs `destroy`) or
+/// succeeds and is ended by that close.
 ///
-/// Errors: `CB_ERR_NULL_ARG` (`fn`, `out_sink`); `CB_ERR_INVALID_ARG` (bad queue); `CB_ERR_CLOSED`.
+/// Errors: `CB_ERR_NULL_ARG` (`fn`, `out_sink`); `CB_ERR_INVALID_ARG` (bad queue); `CB_ERR_CLOSED`;
+/// `CB_ERR_NO_MEMORY`.
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_queue_sink_register(
     queue: *mut cb_queue,
@@ -98,9 +81,11 @@ pub extern "C" fn cb_queue_sink_register(
     })
 }
 
-/// Unregisters a sink. Its events still in the queue are dropped (and counted) when reached, never
-/// delivered; its bare entries become stale; its destroy runs once no delivery to it is running (right
-/// away, or when the delivery in progress returns). Callable from any thread, also from inside the sink.
+/// Unregisters a sink. Its handle is invalid as soon as this returns (posts to it fail with
+/// `CB_ERR_INVALID_HANDLE`, and so does a second unregister). Its events still in the queue are dropped (and
+/// counted) when reached, never delivered; its bare entries become stale; its destroy runs exactly once, when
+/// no delivery to it is running (right away, or when the delivery in progress returns). Callable from any
+/// thread, also from inside the sink.
 ///
 /// Errors: `CB_ERR_INVALID_HANDLE` for 0, garbage, stale or already-unregistered sinks, and sinks of a
 /// closed queue.
@@ -109,40 +94,35 @@ pub extern "C" fn cb_queue_sink_unregister(sink: cb_handle) -> cb_status {
     ffi_status!("cb_queue_sink_unregister", { queue::sink_unregister(sink) })
 }
 
-fn bytes<'a>(data: *const c_void, len: usize) -> Result<&'a [u8], Error> {
-    if len == 0 {
-        return Ok(&[]);
-    }
-    if data.is_null() {
-        return Err(Error::NullArg("data"));
-    }
-    // SAFETY: the caller's buffer of `len` bytes, read before the post returns.
-    Ok(unsafe { core::slice::from_raw_parts(data as *const u8, len) })
-}
-
 /// Posts a copy of `len` bytes at `data` to `sink` (`data` may be NULL when `len` is 0); the buffer is the
 /// caller's again as soon as this returns. Never blocks: lock-free, and allocation-free for payloads of up
-/// to `CB_QUEUE_INLINE_BYTES`. Events from one thread are delivered in the order posted.
+/// to `CB_QUEUE_INLINE_BYTES` (a larger payload is copied to the heap first, so running out of memory
+/// loses nothing). Events from one thread are delivered in the order posted.
 ///
 /// Errors: `CB_ERR_CAPACITY` (full), `CB_ERR_CLOSED`, `CB_ERR_INVALID_HANDLE` (0, garbage, stale or
-/// unregistered sink), `CB_ERR_NULL_ARG` (`data` NULL with `len` > 0).
+/// unregistered sink), `CB_ERR_NULL_ARG` (`data` NULL with `len` > 0), `CB_ERR_INVALID_ARG` (`len` above
+/// `PTRDIFF_MAX`), `CB_ERR_NO_MEMORY` (no memory for the copy).
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_queue_post(sink: cb_handle, data: *const c_void, len: usize) -> cb_status {
-    ffi_status!("cb_queue_post", { queue::post(sink, bytes(data, len)?, None) })
+    // SAFETY: the caller's buffer of `len` bytes, copied before the post returns.
+    ffi_status!("cb_queue_post", { queue::post(sink, unsafe { queue::payload(data, len) }?, None) })
 }
 
 /// Like `cb_queue_post`, but waits up to `timeout_ms` (-1: forever) for room when the queue is full.
+/// `cb_queue_close` (from any thread) ends the wait with `CB_ERR_CLOSED`.
 ///
 /// Errors: as `cb_queue_post`, plus `CB_ERR_TIMEOUT`, and `CB_ERR_WOULD_DEADLOCK` when called (with the
 /// queue full) from the thread that is draining it.
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_queue_post_wait(sink: cb_handle, data: *const c_void, len: usize, timeout_ms: c_int) -> cb_status {
-    ffi_status!("cb_queue_post_wait", { queue::post(sink, bytes(data, len)?, timeout(timeout_ms)?) })
+    // SAFETY: as in `cb_queue_post`.
+    ffi_status!("cb_queue_post_wait", { queue::post(sink, unsafe { queue::payload(data, len) }?, timeout(timeout_ms)?) })
 }
 
 /// Makes a bare C function pointer that posts to `sink`, for C libraries that only take a callback like
 /// `void cb(char *data, int len)` and call it from their own threads: `entry(data, len)` posts a copy and
-/// returns 0, or -1 (with `cb_last_error()`) if the post failed (full, closed, sink gone, negative length).
+/// returns 1, or 0 if nothing was posted (full, closed, sink gone, negative length: `cb_last_error()` says
+/// which; and a stale call after the sink was unregistered, which returns 0 through the stale path).
 /// `len_type` is `CB_QUEUE_LEN_INT` (`int`) or `CB_QUEUE_LEN_SIZE_T` (`size_t`); the return value may be
 /// ignored (an entry cast to a `void` signature is fine). The entry is a cbslot callback: it lives until
 /// the sink is unregistered, and calls after that are stale calls.
@@ -158,8 +138,7 @@ pub extern "C" fn cb_queue_sink_entry(sink: cb_handle, len_type: c_int, out_entr
             CB_QUEUE_LEN_SIZE_T => false,
             _ => return Err(Error::InvalidArg("len_type must be CB_QUEUE_LEN_INT or CB_QUEUE_LEN_SIZE_T")),
         };
-        let q = queue::queue_handle_of_sink(sink)?;
-        let entry = with_queue(q, |queue| queue.entry(sink, is_int))?;
+        let entry = queue::entry(sink, is_int)?;
         // SAFETY: checked non-NULL; `entry` is a mapped stub.
         unsafe { out.write(core::mem::transmute::<usize, cb_fn>(entry)) };
         Ok(())
@@ -175,12 +154,14 @@ pub extern "C" fn cb_queue_sink_entry(sink: cb_handle, len_type: c_int, out_entr
 /// sinks, and drain re-entrantly: a re-entrant drain continues from the head of the queue (so the outer
 /// drain later sees only what is left), with its own `max`.
 ///
+/// `cb_queue_close` on another thread wakes a waiting drain, which then returns what it delivered.
+///
 /// Errors: `CB_ERR_INVALID_ARG` (bad queue or timeout).
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_queue_drain(queue: *mut cb_queue, max: usize, timeout_ms: c_int, out_delivered: *mut usize) -> cb_status {
     ffi_status!("cb_queue_drain", {
         let wait = if timeout_ms == 0 { None } else { timeout(timeout_ms)? };
-        let n = with_queue(handle_of(queue), |q| q.drain(max, wait))?;
+        let n = queue::get(handle_of(queue))?.drain(max, wait)?;
         if !out_delivered.is_null() {
             // SAFETY: checked non-NULL.
             unsafe { out_delivered.write(n) };
@@ -198,25 +179,28 @@ pub extern "C" fn cb_queue_drain(queue: *mut cb_queue, max: usize, timeout_ms: c
 pub extern "C" fn cb_queue_fd(queue: *mut cb_queue, out_fd: *mut c_int) -> cb_status {
     ffi_status!("cb_queue_fd", {
         let out = non_null(out_fd, "out_fd")?;
-        let fd = with_queue(handle_of(queue), |q| Ok(q.fd()))?;
+        let fd = queue::get(handle_of(queue))?.fd();
         // SAFETY: checked non-NULL.
         unsafe { out.write(fd) };
         Ok(())
     })
 }
 
-/// Closes the queue: posts are refused from now on (`CB_ERR_CLOSED`); pending events are delivered on the
-/// calling thread if `deliver_pending` is non-zero, else dropped (and counted); then every sink is
-/// unregistered (each destroy runs exactly once).
+/// Closes the queue: posts are refused from now on (`CB_ERR_CLOSED`), and every call blocked in the queue
+/// wakes (`cb_queue_post_wait` returns `CB_ERR_CLOSED`, `cb_queue_drain` returns what it delivered); pending
+/// events are delivered on the calling thread if `deliver_pending` is non-zero, else dropped (and counted);
+/// then every sink is unregistered (each destroy runs exactly once).
 ///
 /// Errors: `CB_ERR_INVALID_ARG` (bad queue); `CB_ERR_CLOSED` (closed already).
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_queue_close(queue: *mut cb_queue, deliver_pending: c_int) -> cb_status {
-    ffi_status!("cb_queue_close", { with_queue(handle_of(queue), |q| q.close(deliver_pending != 0)) })
+    ffi_status!("cb_queue_close", { queue::get(handle_of(queue))?.close(deliver_pending != 0) })
 }
 
-/// Closes the queue if needed (dropping pending events), waits for posts still inside it to leave, and
-/// frees it. NULL is a no-op. Do not call it from inside one of its sinks.
+/// Closes the queue if needed (dropping pending events), makes it invalid, and waits for posts still
+/// inside it to leave (close has woken any that were waiting for room). NULL is a no-op. It may be called
+/// from inside one of its sinks: the running drain finishes on the closed queue, and the memory goes when it
+/// returns.
 ///
 /// Errors: `CB_ERR_INVALID_ARG` (freed twice, garbage).
 #[unsafe(no_mangle)]
@@ -235,7 +219,7 @@ pub extern "C" fn cb_queue_free(queue: *mut cb_queue) -> cb_status {
 pub extern "C" fn cb_queue_get_stats(queue: *mut cb_queue, out_stats: *mut cb_queue_stats) -> cb_status {
     ffi_status!("cb_queue_get_stats", {
         let out = non_null(out_stats, "out_stats")?;
-        let stats = with_queue(handle_of(queue), |q| Ok(q.stats()))?;
+        let stats = queue::get(handle_of(queue))?.stats();
         // SAFETY: checked non-NULL.
         unsafe { out.write(stats) };
         Ok(())

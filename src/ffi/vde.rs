@@ -1,6 +1,7 @@
 //! The VDE3 context API (`vde_context_*`). VDE3 conventions: `int` functions return 0 or -1 with `errno`
 //! set, pointer functions return NULL with `errno` set; `cb_last_error()` says more in both cases.
 
+use crate::sys::{errno, set_errno};
 use crate::error::{Error, ffi_value, set_last_error};
 use crate::vde::{self, EventCb, Handler};
 use core::ffi::{c_char, c_int, c_short, c_void};
@@ -43,14 +44,9 @@ pub struct vde_context {
     _private: [u8; 0],
 }
 
-fn set_errno(e: c_int) {
-    // SAFETY: errno is thread-local.
-    unsafe { *libc::__errno_location() = e };
-}
-
 /// Records `err` for `cb_last_error()`, sets errno (the host's own errno is kept for host failures).
 fn fail(function: &str, err: Error) {
-    let host_errno = unsafe { *libc::__errno_location() };
+    let host_errno = errno();
     set_last_error(function, format_args!("{err}"));
     set_errno(match err {
         Error::NoMemory(_) | Error::Capacity(_) => libc::ENOMEM,

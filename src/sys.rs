@@ -1,0 +1,91 @@
+//! The few system calls the queue and the built-in loop make, as owning types: a descriptor is closed by
+//! `Drop`, never by hand. Linux only (eventfd, epoll).
+
+use core::ffi::c_int;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// This thread's `errno`.
+pub(crate) fn errno() -> c_int {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Sets this thread's `errno`.
+pub(crate) fn set_errno(e: c_int) {
+    // SAFETY: errno is thread-local; the location is valid for the thread's life.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// Milliseconds for poll/epoll_wait: `None` waits forever; rounded up, capped at `c_int::MAX`.
+pub(crate) fn timeout_ms(wait: Option<Duration>) -> c_int {
+    wait.map_or(-1, |d| d.as_nanos().div_ceil(1_000_000).min(c_int::MAX as u128) as c_int)
+}
+
+fn owned(fd: c_int) -> Option<OwnedFd> {
+    // SAFETY: a descriptor the kernel just gave us, owned by nobody else.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A non-blocking, close-on-exec eventfd.
+pub(crate) struct EventFd(OwnedFd);
+
+impl EventFd {
+    /// `None` when the process is out of descriptors (or memory).
+    pub(crate) fn new() -> Option<Self> {
+        // SAFETY: plain system call.
+        owned(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) }).map(EventFd)
+    }
+
+    /// Makes the descriptor readable.
+    pub(crate) fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a local to our descriptor.
+        unsafe { libc::write(self.raw(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Makes it unreadable again (until the next `signal`).
+    pub(crate) fn reset(&self) {
+        let mut buf = 0u64;
+        // SAFETY: reading 8 bytes into a local from our non-blocking descriptor.
+        unsafe { libc::read(self.raw(), (&mut buf as *mut u64).cast(), 8) };
+    }
+
+    /// Waits up to `wait` for it to become readable (or for a signal to interrupt the wait).
+    pub(crate) fn wait_readable(&self, wait: Option<Duration>) {
+        let mut pfd = libc::pollfd { fd: self.raw(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd on our descriptor.
+        unsafe { libc::poll(&mut pfd, 1, timeout_ms(wait)) };
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// A close-on-exec epoll instance.
+pub(crate) struct Epoll(OwnedFd);
+
+impl Epoll {
+    /// `None` when the process is out of descriptors (or memory).
+    pub(crate) fn new() -> Option<Self> {
+        // SAFETY: plain system call.
+        owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }).map(Epoll)
+    }
+
+    /// `EPOLL_CTL_ADD` / `_MOD` / `_DEL` of `fd` with `events`, tagged `data`; the OS error on failure.
+    pub(crate) fn ctl(&self, op: c_int, fd: RawFd, events: u32, data: u64) -> Result<(), c_int> {
+        let mut ev = libc::epoll_event { events, u64: data };
+        // SAFETY: our epoll descriptor and a local event (ignored by EPOLL_CTL_DEL).
+        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) } == 0 { Ok(()) } else { Err(errno()) }
+    }
+
+    /// Waits up to `wait` for events; returns those that are ready (none on EINTR). Leaves `errno` as it
+    /// was, so a successful round does not leave a failure behind.
+    pub(crate) fn wait<'a>(&self, buf: &'a mut [libc::epoll_event], wait: Option<Duration>) -> &'a [libc::epoll_event] {
+        let saved = errno();
+        // SAFETY: our epoll descriptor and a buffer of `buf.len()` events.
+        let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), buf.as_mut_ptr(), buf.len().min(c_int::MAX as usize) as c_int, timeout_ms(wait)) };
+        set_errno(saved);
+        &buf[..n.max(0) as usize]
+    }
+}
