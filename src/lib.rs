@@ -3,16 +3,21 @@
 //! The library never keeps a pointer to caller memory beyond a call, except the opaque `userdata`/`ptr` the
 //! caller hands it on purpose, and every lifetime it manages ends in one well-defined notification.
 //!
-//! Components, one module each: [`handle`] (generational handle registry), with [`segvec`] (lock-free
-//! never-moving storage) under it; [`callback`] (the callback slot table, with its trampolines in
-//! `callback::arch` and the in-flight protocol in `callback::inflight`); [`error`] (status codes, `cb_last_error`, the panic boundary); and [`ffi`],
-//! the thin exported C layer.
+//! Layers, each importing only from the ones below it:
+//! * [`ffi`]: the thin exported C layer (checks arguments, converts, runs bodies in the panic boundary).
+//! * Components: [`callback`] (the callback slot table, trampolines in `callback::arch`), [`queue`] (the
+//!   cross-thread delivery queue), [`vde`] (VDE3 contexts) and [`evloop`] (the built-in epoll loop).
+//! * Shared machinery: [`table`] (the owning typed registry of cbslot's own objects), [`handle`]
+//!   (generational handles, also behind `cb_handle_*`), [`inflight`] (which threads are inside what: the
+//!   grace-period protocol), [`segvec`] (lock-free never-moving storage), [`sys`] (descriptors as `Drop`
+//!   types) and [`error`] (statuses, `cb_last_error`, the panic boundary).
 
 pub(crate) mod callback;
 pub mod error;
 pub(crate) mod evloop;
 pub mod ffi;
 pub(crate) mod handle;
+pub(crate) mod inflight;
 pub(crate) mod queue;
 pub(crate) mod segvec;
 pub(crate) mod sys;

@@ -15,7 +15,7 @@
 //! Handles are the registry's ([`crate::handle`]): generational, so a stale or garbage handle is an error,
 //! never another object.
 
-use crate::callback::inflight::{self, Inside};
+use crate::inflight::{self, Inside};
 use crate::error::Error;
 use crate::handle::{Kind, Registry, Slot};
 use crate::segvec::SegVec;

@@ -2,7 +2,7 @@
 //! orderings as the production code (which uses core atomics, static tables and, for the call side,
 //! assembly, so it is modelled here rather than run under loom as is):
 //!
-//! 1. **In-flight / grace period** (`src/callback/inflight.rs`, the dispatcher): a caller publishes "I am
+//! 1. **In-flight / grace period** (`src/inflight.rs`, the dispatcher): a caller publishes "I am
 //!    inside slot S" and then loads the slot's fn; the unregistering side clears fn, runs the process-wide
 //!    barrier, reads the caller's marker, and destroys only if the marker is absent. membarrier acts as a
 //!    full fence on every running thread between the two; it is modelled as a SeqCst fence on each side.

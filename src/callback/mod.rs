@@ -15,11 +15,10 @@
 #![cfg_attr(not(all(target_arch = "x86_64", target_os = "linux", not(cbslot_force_unsupported))), allow(dead_code))]
 
 pub(crate) mod arch;
-pub(crate) mod inflight;
 mod tramp;
 
 use crate::error::{Error, abort_on_panic, fatal};
-use crate::ffi::cb_stats;
+use crate::inflight;
 use crate::handle::{GEN_MAX, Kind, check_kind, pack};
 use crate::segvec::{SegVec, Zeroed};
 use core::ffi::c_void;
@@ -29,8 +28,39 @@ use std::collections::VecDeque;
 
 use arch::{SLOT_BYTES, SLOT_OFFSET, SLOTS_PER_BLOCK, STUB_BYTES, TABLE_BYTES};
 
-const QUARANTINE: usize = crate::ffi::CB_QUARANTINE_SLOTS as usize;
-const BATCH: usize = crate::ffi::CB_GRACE_BATCH as usize;
+/// Freed callback slots wait in a FIFO quarantine until this many later freed slots have queued behind
+/// them; only then is an entry reused for a new registration, so a late call is caught as stale meanwhile.
+pub const CB_QUARANTINE_SLOTS: u32 = 4096;
+
+/// A grace period (which runs the due destroy notifications) starts after this many unregisters, and
+/// whenever `cb_barrier` or `cb_unregister_wait` needs one.
+pub const CB_GRACE_BATCH: u32 = 256;
+
+/// Callback-table counters, filled by `cb_get_stats`. Fields may be added at the end in later versions.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct cb_stats {
+    /// Registered callbacks that have not been unregistered.
+    pub live: u64,
+    /// Highest `live` seen.
+    pub peak: u64,
+    /// Slots mapped so far (live + pending + quarantined + never used); grows on demand.
+    pub capacity: u64,
+    /// Successful `cb_register` calls.
+    pub registered_total: u64,
+    /// Successful `cb_unregister` / `cb_unregister_wait` calls.
+    pub unregistered_total: u64,
+    /// destroy notifications run (or due with a NULL destroy) for unregistered callbacks.
+    pub destroyed_total: u64,
+    /// Unregistered callbacks whose destroy has not run yet (`unregistered_total - destroyed_total`).
+    pub pending_destroy: u64,
+    /// Calls through entries whose registration was gone.
+    pub stale_calls: u64,
+}
+
+const QUARANTINE: usize = CB_QUARANTINE_SLOTS as usize;
+const BATCH: usize = CB_GRACE_BATCH as usize;
 
 /// A registration's function, userdata destroy, watermark and stale handlers, as C gives them.
 pub(crate) type RawFn = unsafe extern "C" fn();

@@ -2,16 +2,9 @@
 
 use super::{cb_destroy_fn, cb_fn, cb_handle};
 use crate::callback::CALLBACKS;
+pub use crate::callback::{CB_GRACE_BATCH, CB_QUARANTINE_SLOTS, cb_stats};
 use crate::error::{cb_status, ffi_status, ffi_value, non_null};
 use core::ffi::c_void;
-
-/// Freed callback slots wait in a FIFO quarantine until this many later freed slots have queued behind
-/// them; only then is an entry reused for a new registration, so a late call is caught as stale meanwhile.
-pub const CB_QUARANTINE_SLOTS: u32 = 4096;
-
-/// A grace period (which runs the due destroy notifications) starts after this many unregisters, and
-/// whenever `cb_barrier` or `cb_unregister_wait` needs one.
-pub const CB_GRACE_BATCH: u32 = 256;
 
 /// Called when an entry is called after its registration is gone (`entry` is the function pointer that was
 /// called). See `cb_set_stale_handler`.
@@ -21,29 +14,6 @@ pub type cb_stale_fn = Option<unsafe extern "C" fn(entry: cb_fn, arg: *mut c_voi
 /// Called when the number of live callbacks rises to the threshold set with `cb_set_watermark`.
 #[allow(non_camel_case_types)]
 pub type cb_watermark_fn = Option<unsafe extern "C" fn(live: u64, arg: *mut c_void)>;
-
-/// Callback-table counters, filled by `cb_get_stats`. Fields may be added at the end in later versions.
-#[allow(non_camel_case_types)]
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct cb_stats {
-    /// Registered callbacks that have not been unregistered.
-    pub live: u64,
-    /// Highest `live` seen.
-    pub peak: u64,
-    /// Slots mapped so far (live + pending + quarantined + never used); grows on demand.
-    pub capacity: u64,
-    /// Successful `cb_register` calls.
-    pub registered_total: u64,
-    /// Successful `cb_unregister` / `cb_unregister_wait` calls.
-    pub unregistered_total: u64,
-    /// destroy notifications run (or due with a NULL destroy) for unregistered callbacks.
-    pub destroyed_total: u64,
-    /// Unregistered callbacks whose destroy has not run yet (`unregistered_total - destroyed_total`).
-    pub pending_destroy: u64,
-    /// Calls through entries whose registration was gone.
-    pub stale_calls: u64,
-}
 
 /// Registers `fn` with `userdata` and returns a new, unique bare C function pointer in `*out_entry` and the
 /// registration's handle in `*out_handle`.

@@ -2,7 +2,7 @@
 //! `CB_ERR_UNSUPPORTED`. Nothing here is ever called while `SUPPORTED` is false.
 #![allow(dead_code)]
 
-use crate::callback::inflight::Rec;
+use crate::inflight::Rec;
 
 pub(crate) const SUPPORTED: bool = false;
 pub(crate) const TABLE_BYTES: usize = 4096;

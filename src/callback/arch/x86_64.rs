@@ -32,7 +32,7 @@
 //! slot; b dispatch`, `ldr` from the header, shift `x0..x6` up, `mrs tpidr_el0` for the TLS word), the
 //! header layout, and the constants below. Nothing outside `arch/` depends on x86_64.
 
-use crate::callback::inflight::{DEPTH_MAX, Rec};
+use crate::inflight::{DEPTH_MAX, Rec};
 use core::mem::offset_of;
 
 /// Bytes of code (and of data) in one block.
@@ -225,7 +225,7 @@ pub(crate) unsafe fn write_header(data: *mut u8) {
         // SAFETY: a leaf function that returns a link-time constant.
         tls_offset: unsafe { cbslot_tls_rec_offset() },
         stale: crate::callback::stale_call,
-        acquire: crate::callback::inflight::acquire_for_dispatcher,
+        acquire: crate::inflight::acquire_for_dispatcher,
     };
     // SAFETY: the caller passes a writable data region.
     unsafe { (data as *mut Header).write(header) };

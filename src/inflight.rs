@@ -1,5 +1,7 @@
-//! Which callback slots are being run right now, on which threads: the reader side of cbslot's
-//! grace-period protocol (the idea of userspace RCU's "memb" flavour, kept per slot).
+//! Which objects threads are inside right now: the reader side of cbslot's grace-period protocol (the idea
+//! of userspace RCU's "memb" flavour, kept per object). The callback dispatcher marks the slot it runs;
+//! [`crate::table::Table::pin`] marks an object for a write-free lookup (a queue post). The per-thread
+//! record is found through a TLS word that the dispatcher's assembly defines (`callback::arch`).
 //!
 //! ## Protocol
 //! * **Call side** (the dispatcher, no lock, no atomic read-modify-write, no fence): each thread owns a
@@ -53,7 +55,7 @@ fn records() -> impl Iterator<Item = &'static Rec> {
 /// This thread's record, if it has called an entry since it started.
 pub(crate) fn current() -> Option<&'static Rec> {
     // SAFETY: the TLS word holds NULL or a leaked record.
-    unsafe { (*super::arch::tls_rec_slot()).as_ref() }
+    unsafe { (*crate::callback::arch::tls_rec_slot()).as_ref() }
 }
 
 unsafe extern "C" fn thread_exit(rec: *mut libc::c_void) {
@@ -62,7 +64,7 @@ unsafe extern "C" fn thread_exit(rec: *mut libc::c_void) {
     rec.depth.store(0, Release);
     rec.overflow.store(0, Release);
     // SAFETY: TLS is still in place while pthread key destructors run.
-    unsafe { *super::arch::tls_rec_slot() = ptr::null_mut() };
+    unsafe { *crate::callback::arch::tls_rec_slot() = ptr::null_mut() };
     rec.in_use.store(false, Release);
 }
 
@@ -93,7 +95,7 @@ pub(crate) fn acquire() -> &'static Rec {
     // SAFETY: KEY was created above; the TLS word belongs to this thread.
     unsafe {
         libc::pthread_setspecific(KEY, rec as *const Rec as *const libc::c_void);
-        *super::arch::tls_rec_slot() = rec as *const Rec as *mut Rec;
+        *crate::callback::arch::tls_rec_slot() = rec as *const Rec as *mut Rec;
     }
     rec
 }
