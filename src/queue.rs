@@ -51,7 +51,9 @@ pub struct cb_queue_stats {
     pub dropped: u64,
     /// Posts refused because the queue was full (each `cb_queue_post_wait` retry counts).
     pub full_rejections: u64,
-    /// Most events ever pending at once.
+    /// Most events pending at once, as sampled by the consumer (when a drain starts and ends, every 64
+    /// events within it, at close) and by `cb_queue_get_stats`: a post does not write it, so producers
+    /// share no counter. Pending events only leave through a drain, so the peak before a drain is exact.
     pub high_water: u64,
     /// Events pending now.
     pub pending: u64,
@@ -327,10 +329,6 @@ impl Queue {
             }
         }
         cell.seq.store(pos + 1, Release);
-        let pending = (pos + 1).saturating_sub(self.dequeue.load(Relaxed));
-        if pending > self.high_water.load(Relaxed) {
-            self.high_water.fetch_max(pending, Relaxed);
-        }
         // the consumer went idle: wake its fd (pairs with the SeqCst store + load in `idle`)
         if self.armed.load(SeqCst) && self.armed.swap(false, SeqCst) {
             self.fd.signal();
@@ -391,8 +389,10 @@ impl Queue {
         let outer = self.drainer.swap(me, Relaxed) != me;
         let deadline = wait.map(|w| Instant::now() + w);
         let mut delivered = 0;
-        // a guard for the sink of the last event: a run of events to one sink looks it up once
-        let mut held: Option<(u64, Arc<Sink>)> = None;
+        self.sample_pending();
+        // guards for the sinks of recent events, so events that alternate between a few sinks look each up once
+        let mut held: [Option<(u64, Arc<Sink>)>; 4] = Default::default();
+        let mut next_held = 0;
         loop {
             while delivered < max {
                 let pos = self.dequeue.load(Relaxed);
@@ -407,6 +407,9 @@ impl Queue {
                         std::thread::yield_now();
                     }
                 }
+                if pos % 64 == 0 {
+                    self.sample_pending();
+                }
                 self.dequeue.store(pos + 1, Relaxed);
                 let sink = cell.sink.get();
                 let len = cell.len.get();
@@ -414,12 +417,17 @@ impl Queue {
                 let ptr = unsafe {
                     if len <= INLINE { cell.data.get() as *const u8 } else { (*(cell.data.get() as *const *mut [u8])) as *const u8 }
                 };
-                if held.as_ref().is_none_or(|(h, _)| *h != sink) {
-                    // dropping the previous guard may run that sink's destroy: no event of ours is in use
-                    held = SINKS.get(sink).ok().map(|s| (sink, s));
-                }
+                let i = match held.iter().position(|g| g.as_ref().is_some_and(|(h, _)| *h == sink)) {
+                    Some(i) => i,
+                    None => {
+                        // dropping the guard replaced may run that sink's destroy: no event of ours is in use
+                        next_held = (next_held + 1) % held.len();
+                        held[next_held] = SINKS.get(sink).ok().map(|s| (sink, s));
+                        next_held
+                    }
+                };
                 // still live? (unregistered meanwhile, maybe by the sink itself: its events are dropped)
-                match held.as_ref().filter(|(h, _)| SINKS.is_live(*h)) {
+                match held[i].as_ref().filter(|(h, _)| SINKS.is_live(*h)) {
                     Some((_, s)) => {
                         // the payload stays valid during the call: the cell is released after it
                         // SAFETY: the sink's own function and userdata.
@@ -450,6 +458,7 @@ impl Queue {
             }
         }
         drop(held);
+        self.sample_pending();
         if self.dequeue.load(Relaxed) == self.enqueue.load(SeqCst) & !CLOSED {
             self.idle();
         }
@@ -494,7 +503,16 @@ impl Queue {
         self.fd.raw()
     }
 
+    /// Records the events pending now in the high-water mark.
+    fn sample_pending(&self) -> u64 {
+        let enq = self.enqueue.load(Acquire) & !CLOSED;
+        let pending = enq - self.dequeue.load(Relaxed).min(enq);
+        self.high_water.fetch_max(pending, Relaxed);
+        pending
+    }
+
     pub(crate) fn stats(&self) -> cb_queue_stats {
+        self.sample_pending();
         let enq = self.enqueue.load(Acquire) & !CLOSED;
         cb_queue_stats {
             posted: enq,
@@ -527,6 +545,7 @@ impl Queue {
                 std::thread::yield_now();
             }
         }
+        self.sample_pending();
         if deliver {
             self.drain(usize::MAX, None)?;
         }

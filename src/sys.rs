@@ -36,25 +36,29 @@ impl EventFd {
         owned(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) }).map(EventFd)
     }
 
-    /// Makes the descriptor readable.
+    /// Makes the descriptor readable. Leaves `errno` as it was.
     pub(crate) fn signal(&self) {
-        let one: u64 = 1;
+        let (saved, one) = (errno(), 1u64);
         // SAFETY: writing 8 bytes from a local to our descriptor.
         unsafe { libc::write(self.raw(), (&one as *const u64).cast(), 8) };
+        set_errno(saved);
     }
 
-    /// Makes it unreadable again (until the next `signal`).
+    /// Makes it unreadable again (until the next `signal`). Leaves `errno` as it was (EAGAIN when it
+    /// was not readable is no failure).
     pub(crate) fn reset(&self) {
-        let mut buf = 0u64;
+        let (saved, mut buf) = (errno(), 0u64);
         // SAFETY: reading 8 bytes into a local from our non-blocking descriptor.
         unsafe { libc::read(self.raw(), (&mut buf as *mut u64).cast(), 8) };
+        set_errno(saved);
     }
 
     /// Waits up to `wait` for it to become readable (or for a signal to interrupt the wait).
     pub(crate) fn wait_readable(&self, wait: Option<Duration>) {
-        let mut pfd = libc::pollfd { fd: self.raw(), events: libc::POLLIN, revents: 0 };
+        let (saved, mut pfd) = (errno(), libc::pollfd { fd: self.raw(), events: libc::POLLIN, revents: 0 });
         // SAFETY: one pollfd on our descriptor.
         unsafe { libc::poll(&mut pfd, 1, timeout_ms(wait)) };
+        set_errno(saved);
     }
 
     pub(crate) fn raw(&self) -> RawFd {
