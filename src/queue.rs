@@ -23,7 +23,7 @@ use crate::callback::{CALLBACKS, RawFn};
 use crate::error::{Error, abort_on_panic, set_last_error};
 use crate::handle::{Kind, Slot};
 use crate::segvec::SegVec;
-use crate::sys::EventFd;
+use crate::sys::{self, EventFd};
 use crate::table::Table;
 use core::cell::Cell;
 use core::ffi::{c_int, c_void};
@@ -146,11 +146,6 @@ static SINKS: Table<Sink> = Table::new(Kind::Sink, &SINK_SLOTS);
 static SINK_QUEUE: SegVec<AtomicU64> = SegVec::new();
 
 const NOT_A_SINK: &str = "is not a live sink (unregistered, or its queue closed)";
-
-fn thread_id() -> u64 {
-    // SAFETY: plain system call.
-    unsafe { libc::syscall(libc::SYS_gettid) as u64 }
-}
 
 /// A guard for the queue named by `handle`.
 pub(crate) fn get(handle: u64) -> Result<Arc<Queue>, Error> {
@@ -337,7 +332,7 @@ impl Queue {
     }
 
     fn post_wait(&self, sink: u64, data: &[u8], wait: Duration) -> Result<(), Error> {
-        if self.drainer.load(Relaxed) == thread_id() {
+        if self.drainer.load(Relaxed) == sys::thread_id() {
             return Err(Error::WouldDeadlock("the queue is full and this thread is its consumer"));
         }
         let deadline = Instant::now() + wait;
@@ -385,7 +380,7 @@ impl Queue {
     /// in the stats, not here).
     pub(crate) fn drain(&self, max: usize, wait: Option<Duration>) -> Result<usize, Error> {
         let _consumer = self.consumer.lock();
-        let me = thread_id();
+        let me = sys::thread_id();
         let outer = self.drainer.swap(me, Relaxed) != me;
         let deadline = wait.map(|w| Instant::now() + w);
         let mut delivered = 0;

@@ -16,6 +16,12 @@ pub(crate) fn set_errno(e: c_int) {
     unsafe { *libc::__errno_location() = e };
 }
 
+/// The calling thread's kernel id (never 0).
+pub(crate) fn thread_id() -> u64 {
+    // SAFETY: plain system call with no arguments.
+    unsafe { libc::syscall(libc::SYS_gettid) as u64 }
+}
+
 /// Milliseconds for poll/epoll_wait: `None` waits forever; rounded up, capped at `c_int::MAX`.
 pub(crate) fn timeout_ms(wait: Option<Duration>) -> c_int {
     wait.map_or(-1, |d| d.as_nanos().div_ceil(1_000_000).min(c_int::MAX as u128) as c_int)
