@@ -265,7 +265,9 @@ typedef struct cb_queue_stats {
    */
   uint64_t full_rejections;
   /**
-   * Most events ever pending at once.
+   * Most events pending at once, as sampled by the consumer (when a drain starts and ends, every 64
+   * events within it, at close) and by `cb_queue_get_stats`: a post does not write it, so producers
+   * share no counter. Pending events only leave through a drain, so the peak before a drain is exact.
    */
   uint64_t high_water;
   /**
@@ -597,7 +599,9 @@ enum cb_status cb_queue_fd(struct cb_queue *queue, int *out_fd);
  * Closes the queue: posts are refused from now on (`CB_ERR_CLOSED`), and every call blocked in the queue
  * wakes (`cb_queue_post_wait` returns `CB_ERR_CLOSED`, `cb_queue_drain` returns what it delivered); pending
  * events are delivered on the calling thread if `deliver_pending` is non-zero, else dropped (and counted);
- * then every sink is unregistered (each destroy runs exactly once).
+ * then every sink is unregistered (each destroy runs exactly once, as soon as no call is using the sink:
+ * before this returns, unless a delivery, `cb_queue_sink_unregister` or `cb_queue_sink_entry` on another
+ * thread is using it right then, in which case when that call returns).
  *
  * Errors: `CB_ERR_INVALID_ARG` (bad queue); `CB_ERR_CLOSED` (closed already).
  */
@@ -642,6 +646,9 @@ const char *vde_context_module_path(struct vde_context *ctx, size_t index);
 /**
  * Ends every event and timeout still registered, through the host's `event_del`/`timeout_del` (each host
  * token exactly once); nothing registered through `ctx` fires afterwards, even if the host loop fires late.
+ * A callback of `ctx` running on another thread is waited for, so none is running when this returns
+ * (unless this is called from inside an event callback: then one that another thread is starting at that
+ * moment may still run once — waiting there could deadlock two loops deleting each other's events).
  * Errors (errno EINVAL, nothing done): `ctx` NULL, deleted or garbage, or already finished.
  */
 void vde_context_fini(struct vde_context *ctx);
@@ -671,7 +678,10 @@ void *vde_context_timeout_add(struct vde_context *ctx, const struct timeval *tim
 
 /**
  * Deletes an event registered with `vde_context_event_add` on `ctx`: its callback never runs again, and
- * the host's `event_del` gets the host's token (once). Safe from inside the event's own callback.
+ * the host's `event_del` gets the host's token (once). Safe from inside the event's own callback. If the
+ * callback is running on another thread, this waits for it to return (as libevent's `event_del` does), so
+ * once this returns the callback is neither running nor starting; called from inside another event's
+ * callback it does not wait (see `vde_context_fini`).
  * Deleting twice, a finished one-shot event, a timeout's token, another context's token or garbage is a
  * no-op with errno EINVAL and `cb_last_error()` set.
  */

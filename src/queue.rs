@@ -208,6 +208,9 @@ pub(crate) fn sink_register(queue: u64, func: SinkFn, userdata: *mut c_void, des
     };
     cell.store(queue, Release);
     sink.armed.store(true, Relaxed);
+    // our own guard goes while close is still shut out: the table's reference is the sink's last, so a
+    // close that takes the list right after this ends the sink before it returns
+    drop(sink);
     sinks.push(h);
     Ok(h)
 }

@@ -18,7 +18,7 @@ use crate::handle::{Kind, Slot};
 use crate::segvec::SegVec;
 use crate::table::Table;
 use core::ffi::{c_char, c_int, c_short, c_void};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::sync::Arc;
@@ -74,6 +74,8 @@ struct EventRec {
     arg: usize,
     del: EventDel,
     life: Mutex<Life>,
+    /// Signalled when a callback of this event returns (see `Life::running`).
+    returned: Condvar,
 }
 
 /// Where an event is in its life: the host token (once known) and whether it has been given back.
@@ -84,6 +86,20 @@ struct Life {
     done: bool,
     /// The host token has gone to the host's del function.
     given_back: bool,
+    /// Threads running this event's callback now ([`thread_key`]s): del and fini on another thread wait
+    /// for them, so no callback is running or starts once they return.
+    running: Vec<usize>,
+}
+
+thread_local! {
+    /// How many event callbacks this thread is inside (a thread inside one does not wait for others: two
+    /// callbacks deleting each other's events on two threads would wait for each other forever).
+    static IN_CALLBACK: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
+/// This thread's key for `Life::running` (the address of its thread-local).
+fn thread_key() -> usize {
+    IN_CALLBACK.with(|c| c as *const _ as usize)
 }
 
 static CONTEXT_SLOTS: SegVec<Slot> = SegVec::new();
@@ -160,6 +176,7 @@ pub(crate) fn add(
         arg: arg as usize,
         del: if fd.is_some() { handler.event_del } else { handler.timeout_del },
         life: Mutex::new(Life::default()),
+        returned: Condvar::new(),
     });
     let ev = EVENTS.insert(rec.clone())?;
     {
@@ -199,7 +216,8 @@ pub(crate) fn add(
     Ok(ev)
 }
 
-/// Ends an event: no more callbacks, the host token back to the host (once, if known yet), the handle
+/// Ends an event: no more callbacks (it waits for those running on other threads, unless this thread is
+/// inside an event callback itself), the host token back to the host (once, if known yet), the handle
 /// removed. Returns false if it had already ended.
 fn finish(ev: u64, rec: &EventRec) -> bool {
     let token = {
@@ -208,6 +226,12 @@ fn finish(ev: u64, rec: &EventRec) -> bool {
             return false;
         }
         life.done = true;
+        let me = thread_key();
+        if IN_CALLBACK.with(|c| c.get()) == 0 {
+            while life.running.iter().any(|&t| t != me) {
+                rec.returned.wait(&mut life);
+            }
+        }
         match life.token {
             Some(t) if !life.given_back => {
                 life.given_back = true;
@@ -248,11 +272,25 @@ pub(crate) extern "C" fn fire(fd: c_int, events: c_short, arg: *mut c_void) {
         let ev = arg as usize as u64;
         // a dead handle: fired after delete or fini, nothing to reach
         let Ok(rec) = EVENTS.get(ev) else { return };
-        if rec.life.lock().done {
-            return;
+        let me = thread_key();
+        {
+            let mut life = rec.life.lock();
+            if life.done {
+                return;
+            }
+            life.running.push(me);
         }
+        IN_CALLBACK.with(|c| c.set(c.get() + 1));
         // SAFETY: the user's callback with the user's argument.
         unsafe { (rec.cb)(fd, events, rec.arg as *mut c_void) };
+        IN_CALLBACK.with(|c| c.set(c.get() - 1));
+        {
+            let mut life = rec.life.lock();
+            if let Some(i) = life.running.iter().position(|&t| t == me) {
+                life.running.swap_remove(i);
+            }
+            rec.returned.notify_all();
+        }
         if !rec.persistent {
             if let Ok(ctx) = context(rec.context) {
                 ctx.inner.lock().events.remove(&ev);

@@ -189,7 +189,9 @@ pub extern "C" fn cb_queue_fd(queue: *mut cb_queue, out_fd: *mut c_int) -> cb_st
 /// Closes the queue: posts are refused from now on (`CB_ERR_CLOSED`), and every call blocked in the queue
 /// wakes (`cb_queue_post_wait` returns `CB_ERR_CLOSED`, `cb_queue_drain` returns what it delivered); pending
 /// events are delivered on the calling thread if `deliver_pending` is non-zero, else dropped (and counted);
-/// then every sink is unregistered (each destroy runs exactly once).
+/// then every sink is unregistered (each destroy runs exactly once, as soon as no call is using the sink:
+/// before this returns, unless a delivery, `cb_queue_sink_unregister` or `cb_queue_sink_entry` on another
+/// thread is using it right then, in which case when that call returns).
 ///
 /// Errors: `CB_ERR_INVALID_ARG` (bad queue); `CB_ERR_CLOSED` (closed already).
 #[unsafe(no_mangle)]

@@ -150,6 +150,9 @@ pub extern "C" fn vde_context_module_path(ctx: *mut vde_context, index: usize) -
 
 /// Ends every event and timeout still registered, through the host's `event_del`/`timeout_del` (each host
 /// token exactly once); nothing registered through `ctx` fires afterwards, even if the host loop fires late.
+/// A callback of `ctx` running on another thread is waited for, so none is running when this returns
+/// (unless this is called from inside an event callback: then one that another thread is starting at that
+/// moment may still run once — waiting there could deadlock two loops deleting each other's events).
 /// Errors (errno EINVAL, nothing done): `ctx` NULL, deleted or garbage, or already finished.
 #[unsafe(no_mangle)]
 pub extern "C" fn vde_context_fini(ctx: *mut vde_context) {
@@ -231,7 +234,10 @@ fn add(
 }
 
 /// Deletes an event registered with `vde_context_event_add` on `ctx`: its callback never runs again, and
-/// the host's `event_del` gets the host's token (once). Safe from inside the event's own callback.
+/// the host's `event_del` gets the host's token (once). Safe from inside the event's own callback. If the
+/// callback is running on another thread, this waits for it to return (as libevent's `event_del` does), so
+/// once this returns the callback is neither running nor starting; called from inside another event's
+/// callback it does not wait (see `vde_context_fini`).
 /// Deleting twice, a finished one-shot event, a timeout's token, another context's token or garbage is a
 /// no-op with errno EINVAL and `cb_last_error()` set.
 #[unsafe(no_mangle)]
