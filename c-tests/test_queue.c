@@ -178,6 +178,22 @@ static void backpressure_and_timeouts(void) {
   CHECK(n == 1 && memcmp(r.data[5], "late", 4) == 0);
   CHECK(pthread_join(t, NULL) == 0);
   CHECK_STATUS(CB_OK, cb_queue_free(bp_q));
+
+  /* the smallest queues hold what their capacity says (a ring needs two cells: 1 is rounded up to 2) */
+  for (size_t cap = 1; cap <= 2; cap++) {
+    cb_queue *q;
+    CHECK_STATUS(CB_OK, cb_queue_new(cap, &q));
+    CHECK_STATUS(CB_OK, cb_queue_sink_register(q, record, &r, NULL, &s));
+    CHECK_STATUS(CB_OK, cb_queue_get_stats(q, &st));
+    CHECK(st.capacity == 2);
+    CHECK_STATUS(CB_OK, cb_queue_post(s, "1", 1));
+    CHECK_STATUS(CB_OK, cb_queue_post(s, "2", 1));
+    CHECK_STATUS(CB_ERR_CAPACITY, cb_queue_post(s, "3", 1));
+    r.n = 0;
+    CHECK_STATUS(CB_OK, cb_queue_drain(q, 10, 0, &n));
+    CHECK(n == 2 && r.n == 2 && r.data[0][0] == '1' && r.data[1][0] == '2');
+    CHECK_STATUS(CB_OK, cb_queue_free(q));
+  }
 }
 
 /* ---- unregister before delivery, and close both ways ---- */

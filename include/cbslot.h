@@ -275,7 +275,7 @@ typedef struct cb_queue_stats {
    */
   uint64_t pending;
   /**
-   * Events the queue holds (the capacity asked for, rounded up to a power of two).
+   * Events the queue holds (the capacity asked for, rounded up to a power of two, at least 2).
    */
   uint64_t capacity;
 } cb_queue_stats;
@@ -502,7 +502,7 @@ enum cb_status cb_handle_retain(cb_handle handle);
 enum cb_status cb_handle_release(cb_handle handle);
 
 /**
- * Creates a bounded queue of `capacity` events (rounded up to a power of two; 1 to
+ * Creates a bounded queue of `capacity` events (rounded up to a power of two, at least 2; 1 to
  * `CB_QUEUE_MAX_CAPACITY`) in `*out_queue`. Many producers on any threads; one consumer at a time. The
  * cells (64 bytes per event) are allocated here, so a large capacity costs its memory up front.
  *

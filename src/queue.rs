@@ -57,7 +57,7 @@ pub struct cb_queue_stats {
     pub high_water: u64,
     /// Events pending now.
     pub pending: u64,
-    /// Events the queue holds (the capacity asked for, rounded up to a power of two).
+    /// Events the queue holds (the capacity asked for, rounded up to a power of two, at least 2).
     pub capacity: u64,
 }
 
@@ -164,7 +164,8 @@ pub(crate) fn new_queue(capacity: usize) -> Result<u64, Error> {
     if capacity == 0 || capacity > CB_QUEUE_MAX_CAPACITY {
         return Err(Error::InvalidArg("capacity must be 1 .. CB_QUEUE_MAX_CAPACITY (2^30) events"));
     }
-    let n = capacity.next_power_of_two();
+    // a sequence-numbered ring needs two cells at least: with one, a released cell looks written
+    let n = capacity.next_power_of_two().max(2);
     let fd = EventFd::new().ok_or(Error::NoMemory("eventfd failed (out of descriptors?)"))?;
     let cells = try_collect(n, "the queue's cells (64 bytes per event of capacity)", |i| Cell64 {
         seq: AtomicU64::new(i as u64),

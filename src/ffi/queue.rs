@@ -38,7 +38,7 @@ fn timeout(ms: c_int) -> Result<Option<Duration>, Error> {
     }
 }
 
-/// Creates a bounded queue of `capacity` events (rounded up to a power of two; 1 to
+/// Creates a bounded queue of `capacity` events (rounded up to a power of two, at least 2; 1 to
 /// `CB_QUEUE_MAX_CAPACITY`) in `*out_queue`. Many producers on any threads; one consumer at a time. The
 /// cells (64 bytes per event) are allocated here, so a large capacity costs its memory up front.
 ///

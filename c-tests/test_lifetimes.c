@@ -1,0 +1,842 @@
+/* Lifetime regressions: events that fire (or end) while the host's add is still running, sinks
+ * unregistered during their own delivery, sink registration racing close, close waking blocked callers,
+ * allocation failures that must not abort, huge timevals, loop memory bounded by live events, re-entrant
+ * run_once, errno/cb_last_error kept by a self-deleting timeout, and bare queue entries' 1/0 result.
+ *
+ * Every case runs in its own fork()ed child with alarm(20), so a crash, abort or hang fails that case
+ * only. `./test_lifetimes NAME` runs one case in-process, for gdb or valgrind (with alarm(300): in gdb,
+ * `handle SIGALRM nopass` for longer sessions). Use-after-free cases fail natively through a host that
+ * reuses freed memory, and under valgrind as invalid reads/writes. */
+#define _GNU_SOURCE
+#include "check.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
+static int under_valgrind(void) {
+  static int cached = -1;
+  if (cached < 0) {
+    cached = 0;
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f))
+      if (strstr(line, "vgpreload")) cached = 1;
+    if (f) fclose(f);
+  }
+  return cached;
+}
+
+static const char *case_name;
+static int skipped;
+static void skip(const char *why) {
+  printf("SKIP %s: %s\n", case_name, why);
+  skipped = 1;
+}
+
+static void wait_flag(atomic_int *flag, int value) {
+  while (atomic_load(flag) < value) usleep(100);
+}
+
+/* Freed memory gets reused: allocate (and zero) chunks of every small size, as a host loop would after
+ * firing, so a record freed too early is overwritten and a use-after-free shows without valgrind too. */
+static void *scribbled[2048];
+static atomic_int nscribbled;
+static void scribble(void) {
+  for (size_t size = 16; size <= 256; size += 8)
+    for (int i = 0; i < 8; i++) {
+      void *p = malloc(size);
+      CHECK(p != NULL);
+      memset(p, 0, size);
+      int k = atomic_fetch_add(&nscribbled, 1);
+      CHECK(k < 2048);
+      scribbled[k] = p;
+    }
+}
+static void scribble_free(void) {
+  int n = atomic_exchange(&nscribbled, 0);
+  for (int i = 0; i < n; i++) free(scribbled[i]);
+}
+
+/* ---- 1. a fake VDE3 host: its add fires the event before returning its token ---- */
+enum { HOST_SYNC, HOST_THREAD, HOST_BLOCK };
+typedef struct host_tok {
+  int fd;
+  short what;
+  vde_event_cb cb;
+  void *arg;
+  atomic_int dels;
+} host_tok;
+static host_tok toks[16];
+static atomic_int ntoks;
+static int host_mode;
+static pthread_barrier_t host_in, host_go; /* HOST_BLOCK: "add is inside the host", "go on" */
+static atomic_int user_calls;
+
+static void user_cb(int fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  CHECK(arg == (void *)&user_calls);
+  atomic_fetch_add(&user_calls, 1);
+}
+
+static void *fire_on_thread(void *arg) {
+  host_tok *t = arg;
+  t->cb(t->fd, t->what, t->arg);
+  scribble();
+  return NULL;
+}
+
+static void *host_add(int fd, short what, vde_event_cb cb, void *arg) {
+  int i = atomic_fetch_add(&ntoks, 1);
+  CHECK(i < 16);
+  host_tok *t = &toks[i];
+  t->fd = fd;
+  t->what = what;
+  t->cb = cb;
+  t->arg = arg;
+  if (host_mode == HOST_SYNC) {
+    cb(fd, what, arg);
+    scribble();
+  } else if (host_mode == HOST_THREAD) {
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, fire_on_thread, t) == 0);
+    CHECK(pthread_join(th, NULL) == 0);
+  } else {
+    pthread_barrier_wait(&host_in);
+    pthread_barrier_wait(&host_go);
+  }
+  return t;
+}
+static void *host_event_add(int fd, short events, const struct timeval *tv, vde_event_cb cb, void *arg) {
+  (void)events;
+  (void)tv;
+  return host_add(fd, VDE_EV_READ, cb, arg);
+}
+static void *host_timeout_add(const struct timeval *tv, short events, vde_event_cb cb, void *arg) {
+  (void)tv;
+  (void)events;
+  return host_add(-1, VDE_EV_TIMEOUT, cb, arg);
+}
+static void host_del(void *tok) {
+  host_tok *t = tok;
+  CHECK(t >= toks && t < toks + atomic_load(&ntoks)); /* always one of the host's own tokens */
+  atomic_fetch_add(&t->dels, 1);
+}
+
+static vde_context *fake_ctx(int mode) {
+  host_mode = mode;
+  atomic_store(&ntoks, 0);
+  atomic_store(&user_calls, 0);
+  for (int i = 0; i < 16; i++) atomic_store(&toks[i].dels, 0);
+  vde_event_handler h = {host_event_add, host_del, host_timeout_add, host_del};
+  vde_context *ctx = NULL;
+  CHECK(vde_context_new(&ctx) == 0);
+  CHECK(vde_context_init(ctx, &h, NULL) == 0);
+  return ctx;
+}
+
+static void *add_kind(vde_context *ctx, int fd_event) {
+  struct timeval tv = {0, 1000};
+  return fd_event ? vde_context_event_add(ctx, 7, VDE_EV_READ, NULL, user_cb, &user_calls)
+                  : vde_context_timeout_add(ctx, &tv, 0, user_cb, &user_calls);
+}
+static void del_kind(vde_context *ctx, int fd_event, void *tok) {
+  if (fd_event)
+    vde_context_event_del(ctx, tok);
+  else
+    vde_context_timeout_del(ctx, tok);
+}
+
+/* 1a/1b: a one-shot fired before the host returned its token (on this thread, or on another one). The
+ * old code freed the event record in the callback and then wrote the token into the freed record. */
+static void fired_during_add(int mode) {
+  vde_context *ctx = fake_ctx(mode);
+  for (int fd_event = 0; fd_event < 2; fd_event++) {
+    int i = atomic_load(&ntoks), calls = atomic_load(&user_calls);
+    void *tok = add_kind(ctx, fd_event);
+    CHECK(tok != NULL);
+    CHECK(atomic_load(&ntoks) == i + 1);
+    CHECK(atomic_load(&user_calls) == calls + 1); /* ran exactly once */
+    CHECK(atomic_load(&toks[i].dels) == 1);        /* the host token went back once, by now */
+    errno = 0;
+    del_kind(ctx, fd_event, tok); /* a finished one-shot */
+    CHECK(errno == EINVAL);
+    CHECK(atomic_load(&toks[i].dels) == 1);
+    toks[i].cb(toks[i].fd, toks[i].what, toks[i].arg); /* the host fires it again, late */
+    CHECK(atomic_load(&user_calls) == calls + 1);
+  }
+  vde_context_delete(ctx);
+  for (int i = 0; i < atomic_load(&ntoks); i++) CHECK(atomic_load(&toks[i].dels) == 1);
+  scribble_free();
+}
+static void fire_in_host_add(void) { fired_during_add(HOST_SYNC); }
+static void fire_in_host_add_other_thread(void) { fired_during_add(HOST_THREAD); }
+
+/* 1c: fini or delete on another thread while the host's add is blocked: the old code's fini freed the
+ * record that the add then wrote the host token into. */
+static vde_context *race_ctx;
+static int race_delete;
+static void *finisher(void *arg) {
+  (void)arg;
+  pthread_barrier_wait(&host_in);
+  if (race_delete)
+    vde_context_delete(race_ctx);
+  else
+    vde_context_fini(race_ctx);
+  scribble();
+  pthread_barrier_wait(&host_go);
+  return NULL;
+}
+static void ended_during_add(int del) {
+  for (int fd_event = 0; fd_event < 2; fd_event++) {
+    CHECK(pthread_barrier_init(&host_in, NULL, 2) == 0 && pthread_barrier_init(&host_go, NULL, 2) == 0);
+    race_ctx = fake_ctx(HOST_BLOCK);
+    race_delete = del;
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, finisher, NULL) == 0);
+    void *tok = add_kind(race_ctx, fd_event); /* NULL or a token: either is fine */
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK(atomic_load(&ntoks) == 1);
+    CHECK(atomic_load(&toks[0].dels) == 1);
+    if (tok) {
+      errno = 0;
+      del_kind(race_ctx, fd_event, tok);
+      CHECK(errno == EINVAL);
+    }
+    toks[0].cb(toks[0].fd, toks[0].what, toks[0].arg); /* a late fire reaches nothing */
+    CHECK(atomic_load(&user_calls) == 0);
+    if (!del) vde_context_delete(race_ctx);
+    CHECK(atomic_load(&toks[0].dels) == 1);
+    pthread_barrier_destroy(&host_in);
+    pthread_barrier_destroy(&host_go);
+    scribble_free();
+  }
+}
+static void fini_during_host_add(void) { ended_during_add(0); }
+static void delete_during_host_add(void) { ended_during_add(1); }
+
+/* 1d: the built-in loop on another thread fires zero-delay one-shots while their add is still returning
+ * (the same use-after-free as 1a, as a race). */
+enum { ZERO_TIMEOUTS = 20000 };
+static atomic_int zero_counts[ZERO_TIMEOUTS];
+static atomic_int zero_total;
+static void zero_cb(int fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  if (arg) atomic_fetch_add((atomic_int *)arg, 1);
+  atomic_fetch_add(&zero_total, 1);
+}
+static void *loop_runner(void *arg) {
+  CHECK_STATUS(CB_OK, cb_loop_run((cb_loop *)arg));
+  return NULL;
+}
+static void loop_ctx(cb_loop **lp, vde_context **ctx) {
+  vde_event_handler h;
+  CHECK_STATUS(CB_OK, cb_loop_new(lp));
+  CHECK_STATUS(CB_OK, cb_loop_handler(*lp, &h));
+  CHECK(vde_context_new(ctx) == 0);
+  CHECK(vde_context_init(*ctx, &h, NULL) == 0);
+}
+static void loop_ctx_free(cb_loop *lp, vde_context *ctx) {
+  vde_context_fini(ctx);
+  vde_context_delete(ctx);
+  CHECK_STATUS(CB_OK, cb_loop_free(lp));
+}
+
+static void builtin_loop_zero_timeouts(void) {
+  int n = under_valgrind() ? 2000 : ZERO_TIMEOUTS;
+  cb_loop *lp;
+  vde_context *ctx;
+  loop_ctx(&lp, &ctx);
+  struct timeval hour = {3600, 0}, zero = {0, 0};
+  CHECK(vde_context_timeout_add(ctx, &hour, VDE_EV_PERSIST, zero_cb, NULL) != NULL); /* keeps run going */
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, loop_runner, lp) == 0);
+  for (int i = 0; i < n; i++) {
+    if (i % 100 == 0) /* now and then let the loop catch up and fall asleep: the add below wakes it */
+      for (int j = 0; j < 100000 && atomic_load(&zero_total) < i; j++) usleep(20);
+    CHECK(vde_context_timeout_add(ctx, &zero, 0, zero_cb, &zero_counts[i]) != NULL);
+  }
+  for (int i = 0; i < 15000 && atomic_load(&zero_total) < n; i++) usleep(1000);
+  CHECK(atomic_load(&zero_total) == n);
+  for (int i = 0; i < n; i++) CHECK(atomic_load(&zero_counts[i]) == 1);
+  CHECK_STATUS(CB_OK, cb_loop_stop(lp));
+  CHECK(pthread_join(t, NULL) == 0);
+  loop_ctx_free(lp, ctx);
+}
+
+/* ---- 2. a sink unregistered during a delivery to it ---- */
+static cb_handle busy_sink;
+static atomic_int busy_calls, busy_destroyed;
+static int busy_from_other_thread;
+static pthread_barrier_t sink_in, sink_go;
+
+static void unregister_busy_sink(void) {
+  CHECK_STATUS(CB_OK, cb_queue_sink_unregister(busy_sink));
+  CHECK_STATUS(CB_ERR_INVALID_HANDLE, cb_queue_post(busy_sink, "late", 4));
+  CHECK_STATUS(CB_ERR_INVALID_HANDLE, cb_queue_sink_unregister(busy_sink)); /* twice */
+  CHECK(atomic_load(&busy_destroyed) == 0); /* its delivery is still running */
+}
+static void busy_fn(void *ud, const void *data, size_t len) {
+  (void)ud;
+  (void)data;
+  (void)len;
+  if (atomic_fetch_add(&busy_calls, 1) != 0) return;
+  if (busy_from_other_thread) {
+    pthread_barrier_wait(&sink_in);
+    pthread_barrier_wait(&sink_go);
+  } else {
+    unregister_busy_sink();
+  }
+  CHECK(atomic_load(&busy_destroyed) == 0);
+}
+static void busy_destroy(void *ud) {
+  (void)ud;
+  atomic_fetch_add(&busy_destroyed, 1);
+}
+static void *unregisterer(void *arg) {
+  (void)arg;
+  pthread_barrier_wait(&sink_in);
+  unregister_busy_sink();
+  pthread_barrier_wait(&sink_go);
+  return NULL;
+}
+static int other_calls;
+static void other_fn(void *ud, const void *data, size_t len) {
+  (void)ud;
+  (void)data;
+  (void)len;
+  other_calls++;
+}
+
+/* The old code's unregister dropped only the registry's reference while the delivery held another: the
+ * handle stayed live (posts accepted, a second unregister "worked" and ran destroy mid-delivery). */
+static void unregister_during_delivery(int other_thread) {
+  cb_queue *q;
+  cb_handle other;
+  busy_from_other_thread = other_thread;
+  CHECK_STATUS(CB_OK, cb_queue_new(16, &q));
+  CHECK_STATUS(CB_OK, cb_queue_sink_register(q, busy_fn, NULL, busy_destroy, &busy_sink));
+  CHECK_STATUS(CB_OK, cb_queue_sink_register(q, other_fn, NULL, NULL, &other));
+  for (int i = 0; i < 4; i++) CHECK_STATUS(CB_OK, cb_queue_post(busy_sink, &i, sizeof i));
+  CHECK_STATUS(CB_OK, cb_queue_post(other, "o", 1));
+  pthread_t t;
+  if (other_thread) {
+    CHECK(pthread_barrier_init(&sink_in, NULL, 2) == 0 && pthread_barrier_init(&sink_go, NULL, 2) == 0);
+    CHECK(pthread_create(&t, NULL, unregisterer, NULL) == 0);
+  }
+  size_t n = 0;
+  CHECK_STATUS(CB_OK, cb_queue_drain(q, 16, 0, &n));
+  if (other_thread) {
+    CHECK(pthread_join(t, NULL) == 0);
+    pthread_barrier_destroy(&sink_in);
+    pthread_barrier_destroy(&sink_go);
+  }
+  CHECK(n == 2 && atomic_load(&busy_calls) == 1 && other_calls == 1); /* the other 3 were dropped */
+  CHECK(atomic_load(&busy_destroyed) == 1);                         /* once, after the delivery */
+  cb_queue_stats st;
+  CHECK_STATUS(CB_OK, cb_queue_get_stats(q, &st));
+  CHECK(st.posted == 5 && st.delivered == 2 && st.dropped == 3 && st.pending == 0);
+  CHECK_STATUS(CB_ERR_INVALID_HANDLE, cb_queue_post(busy_sink, "x", 1));
+  CHECK_STATUS(CB_OK, cb_queue_free(q));
+  CHECK(atomic_load(&busy_destroyed) == 1);
+}
+static void sink_unregisters_itself(void) { unregister_during_delivery(0); }
+static void sink_unregistered_by_other_thread(void) { unregister_during_delivery(1); }
+
+/* ---- 3. sink registration racing close: the old code could register a sink after close had
+ * unregistered the queue's sinks, so it was never destroyed and kept pointing at the freed queue ---- */
+enum { REGISTRARS = 2, MAX_REGS = 32 };
+typedef struct reg_rec {
+  cb_handle sink;
+  cb_status status;
+  atomic_int destroyed;
+} reg_rec;
+static reg_rec regs[REGISTRARS][MAX_REGS];
+static int nregs[REGISTRARS];
+static cb_queue *race_q;
+static pthread_barrier_t race_start;
+static void reg_destroy(void *ud) { atomic_fetch_add(&((reg_rec *)ud)->destroyed, 1); }
+/* Each registrar keeps registering until the queue refuses, so close lands in the middle of a register. */
+static void *registrar(void *arg) {
+  int id = (int)(intptr_t)arg;
+  pthread_barrier_wait(&race_start);
+  nregs[id] = 0;
+  for (int i = 0; i < MAX_REGS; i++) {
+    reg_rec *r = &regs[id][i];
+    atomic_store(&r->destroyed, 0);
+    r->sink = 0;
+    r->status = cb_queue_sink_register(race_q, other_fn, r, reg_destroy, &r->sink);
+    nregs[id]++;
+    if (r->status != CB_OK) break;
+  }
+  return NULL;
+}
+
+static void register_races_close(void) {
+  int rounds = under_valgrind() ? 150 : 2000;
+  for (int round = 0; round < rounds; round++) {
+    CHECK_STATUS(CB_OK, cb_queue_new(4, &race_q));
+    CHECK(pthread_barrier_init(&race_start, NULL, REGISTRARS + 1) == 0);
+    pthread_t t[REGISTRARS];
+    for (intptr_t i = 0; i < REGISTRARS; i++) CHECK(pthread_create(&t[i], NULL, registrar, (void *)i) == 0);
+    pthread_barrier_wait(&race_start);
+    for (volatile int spin = 0; spin < (round % 16) * 50; spin++) {
+    }
+    CHECK_STATUS(CB_OK, cb_queue_close(race_q, 0));
+    for (int i = 0; i < REGISTRARS; i++) CHECK(pthread_join(t[i], NULL) == 0);
+    pthread_barrier_destroy(&race_start);
+    for (int i = 0; i < REGISTRARS; i++)
+      for (int j = 0; j < nregs[i]; j++) {
+        reg_rec *r = &regs[i][j];
+        CHECK(r->status == CB_OK || (r->status == CB_ERR_CLOSED && r->sink == 0)); /* written on success only */
+        if (r->status == CB_OK) CHECK_STATUS(CB_ERR_INVALID_HANDLE, cb_queue_sink_unregister(r->sink));
+        CHECK(atomic_load(&r->destroyed) <= (r->status == CB_OK));
+      }
+    CHECK_STATUS(CB_OK, cb_queue_free(race_q));
+    for (int i = 0; i < REGISTRARS; i++)
+      for (int j = 0; j < nregs[i]; j++) {
+        reg_rec *r = &regs[i][j];
+        CHECK(atomic_load(&r->destroyed) == (r->status == CB_OK)); /* exactly once, or never */
+        if (r->status == CB_OK) CHECK_STATUS(CB_ERR_INVALID_HANDLE, cb_queue_sink_unregister(r->sink));
+      }
+  }
+}
+
+/* ---- 4. close wakes callers blocked in post_wait and drain (the old close left them asleep, and the
+ * old drain even held the consumer lock that close waits for) ---- */
+static cb_queue *blocked_q;
+static cb_handle blocked_sink;
+static atomic_int blocked_state;
+static cb_status blocked_status;
+static size_t blocked_n = 99;
+static void *blocked_poster(void *arg) {
+  (void)arg;
+  atomic_store(&blocked_state, 1);
+  blocked_status = cb_queue_post_wait(blocked_sink, "y", 1, -1);
+  atomic_store(&blocked_state, 2);
+  return NULL;
+}
+static void *blocked_drainer(void *arg) {
+  (void)arg;
+  atomic_store(&blocked_state, 1);
+  blocked_status = cb_queue_drain(blocked_q, 16, -1, &blocked_n);
+  atomic_store(&blocked_state, 2);
+  return NULL;
+}
+static void close_wakes(int drainer) {
+  /* capacity 2, not 1: the old code's 1-cell ring never reports full (a separate bug) */
+  CHECK_STATUS(CB_OK, cb_queue_new(2, &blocked_q));
+  CHECK_STATUS(CB_OK, cb_queue_sink_register(blocked_q, other_fn, NULL, NULL, &blocked_sink));
+  if (!drainer) {
+    CHECK_STATUS(CB_OK, cb_queue_post(blocked_sink, "x", 1));
+    CHECK_STATUS(CB_OK, cb_queue_post(blocked_sink, "x", 1));
+    CHECK_STATUS(CB_ERR_CAPACITY, cb_queue_post(blocked_sink, "x", 1)); /* full */
+  }
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, drainer ? blocked_drainer : blocked_poster, NULL) == 0);
+  wait_flag(&blocked_state, 1);
+  usleep(50000); /* it is asleep inside the call by now */
+  CHECK(atomic_load(&blocked_state) == 1);
+  CHECK_STATUS(CB_OK, cb_queue_close(blocked_q, 0));
+  CHECK(pthread_join(t, NULL) == 0);
+  if (drainer) {
+    CHECK(blocked_status == CB_OK && blocked_n == 0);
+  } else {
+    CHECK(blocked_status == CB_ERR_CLOSED);
+  }
+  CHECK_STATUS(CB_OK, cb_queue_free(blocked_q));
+}
+static void close_wakes_post_wait(void) { close_wakes(0); }
+static void close_wakes_drain(void) { close_wakes(1); }
+
+/* ---- 5. allocation failures return statuses instead of aborting (or leaving a claimed cell behind) ---- */
+static void queue_post_size_max(void) {
+  cb_queue *q;
+  cb_handle s;
+  char buf[8] = "abc";
+  CHECK_STATUS(CB_OK, cb_queue_new(4, &q));
+  CHECK_STATUS(CB_OK, cb_queue_sink_register(q, other_fn, NULL, NULL, &s));
+  CHECK_STATUS(CB_ERR_INVALID_ARG, cb_queue_post(s, buf, SIZE_MAX));
+  CHECK_STATUS(CB_ERR_INVALID_ARG, cb_queue_post(s, buf, (size_t)PTRDIFF_MAX + 1));
+  cb_queue_stats st;
+  CHECK_STATUS(CB_OK, cb_queue_get_stats(q, &st));
+  CHECK(st.posted == 0 && st.pending == 0);
+  CHECK_STATUS(CB_OK, cb_queue_post(s, buf, 3));
+  size_t n = 0;
+  CHECK_STATUS(CB_OK, cb_queue_drain(q, 16, 0, &n));
+  CHECK(n == 1);
+  CHECK_STATUS(CB_OK, cb_queue_free(q));
+}
+
+static size_t got_len;
+static char got[16];
+static void record_fn(void *ud, const void *data, size_t len) {
+  (void)ud;
+  got_len = len;
+  memcpy(got, data, len < sizeof got ? len : sizeof got);
+}
+static long statm_field(int i) { /* 0: virtual size, 1: resident, in pages */
+  long v[2] = {0, 0};
+  FILE *f = fopen("/proc/self/statm", "r");
+  CHECK(f != NULL);
+  CHECK(fscanf(f, "%ld %ld", &v[0], &v[1]) == 2);
+  fclose(f);
+  return v[i] * sysconf(_SC_PAGESIZE);
+}
+
+static void queue_out_of_memory(void) {
+  if (UNDER_ASAN || under_valgrind()) {
+    skip("RLIMIT_AS cannot work under ASan or valgrind");
+    return;
+  }
+  const size_t big = (size_t)400 << 20;
+  char *payload = malloc(big);
+  CHECK(payload != NULL);
+  memset(payload, 'p', big); /* really ours before the limit goes down */
+  cb_queue *q;
+  cb_handle s;
+  CHECK_STATUS(CB_OK, cb_queue_new(4, &q));
+  CHECK_STATUS(CB_OK, cb_queue_sink_register(q, record_fn, NULL, NULL, &s));
+  struct rlimit lim = {(rlim_t)statm_field(0) + ((rlim_t)300 << 20), RLIM_INFINITY};
+  CHECK(setrlimit(RLIMIT_AS, &lim) == 0); /* the queue's own 400 MiB copy cannot fit */
+  CHECK_STATUS(CB_ERR_NO_MEMORY, cb_queue_post(s, payload, big));
+  cb_queue_stats st;
+  CHECK_STATUS(CB_OK, cb_queue_get_stats(q, &st));
+  CHECK(st.posted == 0 && st.pending == 0);
+  CHECK_STATUS(CB_OK, cb_queue_post(s, "small", 5));
+  size_t n = 0;
+  CHECK_STATUS(CB_OK, cb_queue_drain(q, 16, 0, &n));
+  CHECK(n == 1 && got_len == 5 && memcmp(got, "small", 5) == 0);
+  cb_queue *huge = NULL;
+  CHECK_STATUS(CB_ERR_NO_MEMORY, cb_queue_new((size_t)1 << 30, &huge)); /* valid: 64 GiB of cells */
+  CHECK(huge == NULL);
+  CHECK_STATUS(CB_OK, cb_queue_free(q));
+  free(payload);
+}
+
+/* ---- 6. huge timevals: the old loop's deadline overflowed (a panic, then abort) ---- */
+static int never_calls;
+static void never_cb(int fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  (void)arg;
+  never_calls++;
+}
+static void builtin_loop_huge_timeval(void) {
+  cb_loop *lp;
+  vde_context *ctx;
+  loop_ctx(&lp, &ctx);
+  int p[2];
+  CHECK(pipe(p) == 0); /* never readable: nothing written */
+  struct timeval max0 = {LONG_MAX, 0}, max = {LONG_MAX, 999999};
+  errno = 0;
+  void *t1 = vde_context_timeout_add(ctx, &max0, 0, never_cb, NULL);
+  void *t2 = vde_context_timeout_add(ctx, &max, VDE_EV_PERSIST, never_cb, NULL);
+  void *e1 = vde_context_event_add(ctx, p[0], VDE_EV_READ, &max, never_cb, NULL);
+  void *e2 = vde_context_event_add(ctx, p[0], VDE_EV_READ | VDE_EV_PERSIST, &max, never_cb, NULL);
+  CHECK(t1 && t2 && e1 && e2);
+  size_t n = 99, pending = 0;
+  CHECK_STATUS(CB_OK, cb_loop_run_once(lp, 0, &n));
+  CHECK(n == 0 && never_calls == 0);
+  CHECK_STATUS(CB_OK, cb_loop_pending(lp, &pending));
+  CHECK(pending == 4);
+  errno = 0;
+  vde_context_timeout_del(ctx, t1);
+  vde_context_timeout_del(ctx, t2);
+  vde_context_event_del(ctx, e1);
+  vde_context_event_del(ctx, e2);
+  CHECK(errno == 0);
+  CHECK_STATUS(CB_OK, cb_loop_pending(lp, &pending));
+  CHECK(pending == 0);
+  loop_ctx_free(lp, ctx);
+  close(p[0]);
+  close(p[1]);
+}
+
+/* ---- 7. loop memory is bounded by live events: the old loop kept a heap entry for every deleted
+ * timeout until its (hour-long) deadline, and one more for every firing of a persistent event ---- */
+#define RSS_BOUND ((long)16 << 20)
+static int rss_skipped(void) {
+  if (under_valgrind()) skip("RSS bounds are not measured under valgrind");
+  else if (UNDER_ASAN) skip("ASan's quarantine of freed memory counts as RSS");
+  else return 0;
+  return 1;
+}
+static void loop_memory_timeout_churn(void) {
+  if (rss_skipped()) return;
+  cb_loop *lp;
+  vde_context *ctx;
+  loop_ctx(&lp, &ctx);
+  struct timeval hour = {3600, 0};
+  long before = 0;
+  for (int i = -20000; i < 1000000; i++) {
+    if (i == 0) before = statm_field(1);
+    void *t = vde_context_timeout_add(ctx, &hour, 0, never_cb, NULL);
+    CHECK(t != NULL);
+    vde_context_timeout_del(ctx, t);
+    if (i % 1000 == 999) CHECK_STATUS(CB_OK, cb_loop_run_once(lp, 0, NULL));
+  }
+  long grew = statm_field(1) - before;
+  printf("  1,000,000 timeout add+del: RSS grew %ld KiB\n", grew >> 10);
+  CHECK(grew < RSS_BOUND);
+  loop_ctx_free(lp, ctx);
+}
+
+static long read_calls;
+static void read_cb(int fd, short what, void *arg) {
+  (void)fd;
+  (void)arg;
+  CHECK(what == VDE_EV_READ);
+  read_calls++;
+}
+static void loop_memory_persistent_fd(void) {
+  if (rss_skipped()) return;
+  cb_loop *lp;
+  vde_context *ctx;
+  loop_ctx(&lp, &ctx);
+  int p[2];
+  CHECK(pipe(p) == 0);
+  CHECK(write(p[1], "x", 1) == 1); /* never read: always readable */
+  struct timeval hour = {3600, 0};
+  void *ev = vde_context_event_add(ctx, p[0], VDE_EV_READ | VDE_EV_PERSIST, &hour, read_cb, NULL);
+  CHECK(ev != NULL);
+  const long rounds = 1000000;
+  long before = 0;
+  for (long i = -10000; i < rounds; i++) {
+    if (i == 0) before = statm_field(1);
+    size_t n = 0;
+    CHECK_STATUS(CB_OK, cb_loop_run_once(lp, 0, &n));
+    CHECK(n == 1);
+  }
+  long grew = statm_field(1) - before;
+  printf("  %ld firings of a persistent fd event: RSS grew %ld KiB\n", rounds, grew >> 10);
+  CHECK(read_calls == rounds + 10000);
+  CHECK(grew < RSS_BOUND);
+  vde_context_event_del(ctx, ev);
+  loop_ctx_free(lp, ctx);
+  close(p[0]);
+  close(p[1]);
+}
+
+/* ---- 8. cb_loop_run_once from inside one of the loop's callbacks: the old loop recursed (with a
+ * level-triggered fd, until the stack overflowed) ---- */
+static cb_loop *reentrant_lp;
+static int reentrant_calls;
+static cb_status reentrant_status;
+static void reentrant_cb(int fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  (void)arg;
+  reentrant_calls++;
+  size_t n = 99;
+  reentrant_status = cb_loop_run_once(reentrant_lp, 0, &n);
+  CHECK(n == 99); /* outputs only on success */
+}
+static void builtin_loop_reentrant_run_once(void) {
+  vde_event_handler h;
+  CHECK_STATUS(CB_OK, cb_loop_new(&reentrant_lp));
+  CHECK_STATUS(CB_OK, cb_loop_handler(reentrant_lp, &h));
+  int p[2];
+  CHECK(pipe(p) == 0);
+  CHECK(write(p[1], "x", 1) == 1);
+  void *ev = h.event_add(p[0], VDE_EV_READ | VDE_EV_PERSIST, NULL, reentrant_cb, NULL);
+  CHECK(ev != NULL);
+  for (int round = 1; round <= 3; round++) {
+    size_t n = 0;
+    reentrant_status = CB_OK;
+    CHECK_STATUS(CB_OK, cb_loop_run_once(reentrant_lp, 0, &n));
+    CHECK(n == 1 && reentrant_calls == round); /* once per outer round */
+    CHECK(reentrant_status == CB_ERR_INVALID_ARG);
+  }
+  h.event_del(ev);
+  CHECK_STATUS(CB_OK, cb_loop_free(reentrant_lp));
+  close(p[0]);
+  close(p[1]);
+}
+
+/* ---- 9. a one-shot timeout deleting itself: the old code handed the loop a token it had already
+ * dropped, and the loop's "unknown event token" clobbered errno and cb_last_error() ---- */
+typedef struct self_del {
+  vde_context *ctx;
+  void *tok;
+  int calls, errno_after;
+  int text_kept;
+} self_del;
+static char known_error[256];
+static void self_del_cb(int fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  self_del *s = arg;
+  s->calls++;
+  errno = 0;
+  vde_context_timeout_del(s->ctx, s->tok);
+  s->errno_after = errno;
+  s->text_kept = strcmp(cb_last_error(), known_error) == 0;
+}
+static void builtin_loop_self_delete_keeps_errno(void) {
+  cb_loop *lp;
+  vde_context *ctx;
+  loop_ctx(&lp, &ctx);
+  void *p;
+  CHECK_STATUS(CB_ERR_INVALID_HANDLE, cb_handle_get(0, &p)); /* a known last error */
+  CHECK_LAST_ERROR("is 0");
+  snprintf(known_error, sizeof known_error, "%s", cb_last_error());
+  self_del s = {ctx, NULL, 0, -1, 0};
+  struct timeval tv = {0, 0};
+  s.tok = vde_context_timeout_add(ctx, &tv, 0, self_del_cb, &s);
+  CHECK(s.tok != NULL);
+  for (int i = 0; i < 100 && s.calls == 0; i++) {
+    errno = 0;
+    CHECK_STATUS(CB_OK, cb_loop_run_once(lp, 10, NULL));
+    CHECK(errno == 0);
+  }
+  CHECK(s.calls == 1);
+  CHECK(s.errno_after == 0 && s.text_kept);
+  CHECK(errno == 0 && strcmp(cb_last_error(), known_error) == 0);
+  loop_ctx_free(lp, ctx);
+}
+
+/* ---- 10. bare queue entries return 1 when the event was posted and 0 when it was not ---- */
+static int stale_calls;
+static void count_stale(cb_fn entry, void *arg) {
+  (void)entry;
+  (void)arg;
+  stale_calls++;
+}
+typedef int (*int_entry)(const void *data, int len);
+typedef int (*size_entry)(const void *data, size_t len);
+static void queue_entry_result(void) {
+  cb_queue *q;
+  cb_handle s;
+  cb_fn ei, es;
+  CHECK_STATUS(CB_OK, cb_queue_new(2, &q));
+  CHECK_STATUS(CB_OK, cb_queue_sink_register(q, record_fn, NULL, NULL, &s));
+  CHECK_STATUS(CB_OK, cb_queue_sink_entry(s, CB_QUEUE_LEN_INT, &ei));
+  CHECK_STATUS(CB_OK, cb_queue_sink_entry(s, CB_QUEUE_LEN_SIZE_T, &es));
+  CHECK(((int_entry)ei)("abc", 3) == 1);
+  size_t n = 0;
+  CHECK_STATUS(CB_OK, cb_queue_drain(q, 16, 0, &n));
+  CHECK(n == 1 && got_len == 3 && memcmp(got, "abc", 3) == 0);
+  CHECK(((size_entry)es)("de", 2) == 1);
+  CHECK(((int_entry)ei)("fg", 2) == 1);
+  CHECK(((int_entry)ei)("full", 4) == 0); /* capacity 2 */
+  CHECK(((size_entry)es)("full", 4) == 0);
+  CHECK_STATUS(CB_OK, cb_queue_drain(q, 16, 0, &n));
+  CHECK(n == 2 && got_len == 2 && memcmp(got, "fg", 2) == 0);
+  CHECK(((int_entry)ei)("neg", -1) == 0); /* negative length */
+  cb_queue_stats st;
+  CHECK_STATUS(CB_OK, cb_queue_get_stats(q, &st));
+  CHECK(st.posted == 3 && st.pending == 0);
+  CHECK_STATUS(CB_OK, cb_queue_sink_unregister(s));
+  CHECK_STATUS(CB_OK, cb_barrier());
+  cb_set_stale_handler(count_stale, NULL);
+  CHECK(((int_entry)ei)("stale", 5) == 0); /* its sink is gone: a stale call */
+  CHECK(stale_calls == 1);
+  cb_set_stale_handler(NULL, NULL);
+  CHECK_STATUS(CB_OK, cb_queue_free(q));
+}
+
+/* ---- the runner: one fork()ed child per case ---- */
+typedef struct test_case {
+  const char *name;
+  void (*fn)(void);
+} test_case;
+#define CASE(f) {#f, f}
+static const test_case cases[] = {
+    CASE(fire_in_host_add),
+    CASE(fire_in_host_add_other_thread),
+    CASE(fini_during_host_add),
+    CASE(delete_during_host_add),
+    CASE(builtin_loop_zero_timeouts),
+    CASE(sink_unregisters_itself),
+    CASE(sink_unregistered_by_other_thread),
+    CASE(register_races_close),
+    CASE(close_wakes_post_wait),
+    CASE(close_wakes_drain),
+    CASE(queue_post_size_max),
+    CASE(queue_out_of_memory),
+    CASE(builtin_loop_huge_timeval),
+    CASE(loop_memory_timeout_churn),
+    CASE(loop_memory_persistent_fd),
+    CASE(builtin_loop_reentrant_run_once),
+    CASE(builtin_loop_self_delete_keeps_errno),
+    CASE(queue_entry_result),
+};
+enum { NCASES = sizeof cases / sizeof *cases, SKIP_CODE = 77 };
+
+int main(int argc, char **argv) {
+  if (argc > 1) { /* one case, in this process */
+    for (int i = 0; i < NCASES; i++)
+      if (strcmp(argv[1], cases[i].name) == 0) {
+        case_name = cases[i].name;
+        alarm(300);
+        cases[i].fn();
+        CHECK_DONE(case_name);
+      }
+    fprintf(stderr, "unknown case %s; cases:\n", argv[1]);
+    for (int i = 0; i < NCASES; i++) fprintf(stderr, "  %s\n", cases[i].name);
+    return 2;
+  }
+  int failed = 0;
+  for (int i = 0; i < NCASES; i++) {
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+      close(fds[0]);
+      check_count = 0;
+      case_name = cases[i].name;
+      alarm(20); /* a hang becomes a failure */
+      cases[i].fn();
+      CHECK(write(fds[1], &check_count, sizeof check_count) == (ssize_t)sizeof check_count);
+      fflush(stdout);
+      exit(skipped ? SKIP_CODE : 0);
+    }
+    close(fds[1]);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    unsigned long checks = 0;
+    int got_checks = read(fds[0], &checks, sizeof checks) == (ssize_t)sizeof checks;
+    close(fds[0]);
+    if (WIFEXITED(status) && (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == SKIP_CODE) && got_checks) {
+      if (WEXITSTATUS(status) == 0) printf("PASS %s\n", cases[i].name); /* a skip printed its own line */
+      check_count += checks;
+    } else if (WIFSIGNALED(status)) {
+      printf("FAIL %s (signal %d: %s%s)\n", cases[i].name, WTERMSIG(status), strsignal(WTERMSIG(status)),
+             WTERMSIG(status) == SIGALRM ? ", hung for 20 s" : "");
+      failed++;
+    } else {
+      printf("FAIL %s (exit %d)\n", cases[i].name, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+      failed++;
+    }
+  }
+  if (failed) {
+    printf("test_lifetimes: %d of %d cases FAILED\n", failed, (int)NCASES);
+    return 1;
+  }
+  CHECK_DONE("test_lifetimes");
+}
