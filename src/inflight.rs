@@ -131,11 +131,13 @@ pub(crate) struct Inside {
 
 impl Drop for Inside {
     fn drop(&mut self) {
-        core::sync::atomic::compiler_fence(SeqCst);
+        // Release: every access made inside happens before a scan (which loads with Acquire) sees us leave,
+        // so the memory may be freed after that. On x86_64 this is the same plain store; on weaker machines
+        // the barrier alone would not order our earlier loads before it.
         if self.depth >= DEPTH_MAX {
-            self.rec.overflow.fetch_sub(1, Relaxed);
+            self.rec.overflow.fetch_sub(1, Release);
         } else {
-            self.rec.depth.store(self.depth, Relaxed);
+            self.rec.depth.store(self.depth, Release);
         }
     }
 }
