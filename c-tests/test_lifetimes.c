@@ -78,7 +78,7 @@ static void scribble_free(void) {
 }
 
 /* ---- 1. a fake VDE3 host: its add fires the event before returning its token ---- */
-enum { HOST_SYNC, HOST_THREAD, HOST_BLOCK };
+enum { HOST_SYNC, HOST_THREAD, HOST_BLOCK, HOST_RECORD };
 typedef struct host_tok {
   int fd;
   short what;
@@ -121,6 +121,8 @@ static void *host_add(int fd, short what, vde_event_cb cb, void *arg) {
     pthread_t th;
     CHECK(pthread_create(&th, NULL, fire_on_thread, t) == 0);
     CHECK(pthread_join(th, NULL) == 0);
+  } else if (host_mode == HOST_RECORD) {
+    /* just remember it: the test fires it */
   } else {
     pthread_barrier_wait(&host_in);
     pthread_barrier_wait(&host_go);
@@ -757,6 +759,244 @@ static void queue_entry_result(void) {
   CHECK_STATUS(CB_OK, cb_queue_free(q));
 }
 
+/* ---- 11. a cached sink's destroy waits only for the delivery in progress, not for the whole drain ---- */
+static cb_handle cache_s1;
+static atomic_int cache_destroyed, cache_go, cache_unregistered;
+static void cache_d1(void *ud) {
+  (void)ud;
+  atomic_fetch_add(&cache_destroyed, 1);
+}
+static void cache_f1(void *ud, const void *d, size_t l) {
+  (void)ud, (void)d, (void)l;
+}
+static void *cache_other(void *arg) {
+  (void)arg;
+  wait_flag(&cache_go, 1);
+  CHECK_STATUS(CB_OK, cb_queue_sink_unregister(cache_s1));
+  atomic_store(&cache_unregistered, 1);
+  return NULL;
+}
+static void cache_f2(void *ud, const void *d, size_t l) { /* s1 was delivered to before; unregistered now */
+  (void)ud, (void)d, (void)l;
+  atomic_store(&cache_go, 1);
+  wait_flag(&cache_unregistered, 1);
+  CHECK(atomic_load(&cache_destroyed) == 0); /* this drain still holds s1 until this delivery returns */
+}
+static void cache_f3(void *ud, const void *d, size_t l) { /* the next delivery: s1 is gone by now */
+  (void)ud, (void)d, (void)l;
+  CHECK(atomic_load(&cache_destroyed) == 1);
+}
+static void sink_destroy_after_current_delivery(void) {
+  cb_queue *q;
+  cb_handle s2, s3;
+  CHECK_STATUS(CB_OK, cb_queue_new(8, &q));
+  CHECK_STATUS(CB_OK, cb_queue_sink_register(q, cache_f1, NULL, cache_d1, &cache_s1));
+  CHECK_STATUS(CB_OK, cb_queue_sink_register(q, cache_f2, NULL, NULL, &s2));
+  CHECK_STATUS(CB_OK, cb_queue_sink_register(q, cache_f3, NULL, NULL, &s3));
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, cache_other, NULL) == 0);
+  CHECK_STATUS(CB_OK, cb_queue_post(cache_s1, "a", 1));
+  CHECK_STATUS(CB_OK, cb_queue_post(s2, "b", 1));
+  CHECK_STATUS(CB_OK, cb_queue_post(s3, "c", 1));
+  size_t n = 0;
+  CHECK_STATUS(CB_OK, cb_queue_drain(q, 16, 0, &n));
+  CHECK(n == 3 && atomic_load(&cache_destroyed) == 1);
+  CHECK(pthread_join(t, NULL) == 0);
+  CHECK_STATUS(CB_OK, cb_queue_free(q));
+}
+
+/* ---- 12. cb_queue_sink_entry from a watermark callback it triggers (callbacks run outside cbslot's locks) ---- */
+static cb_handle wm_sink;
+static atomic_int wm_fired;
+static void wm_sinkfn(void *ud, const void *d, size_t l) {
+  (void)ud, (void)d, (void)l;
+}
+static void wm_cb(uint64_t live, void *arg) {
+  (void)live, (void)arg;
+  cb_fn e;
+  atomic_fetch_add(&wm_fired, 1);
+  CHECK_STATUS(CB_OK, cb_queue_sink_entry(wm_sink, CB_QUEUE_LEN_SIZE_T, &e)); /* the same sink, re-entered */
+}
+static void entry_from_watermark(void) {
+  cb_queue *q;
+  CHECK_STATUS(CB_OK, cb_queue_new(8, &q));
+  CHECK_STATUS(CB_OK, cb_queue_sink_register(q, wm_sinkfn, NULL, NULL, &wm_sink));
+  cb_stats st;
+  CHECK_STATUS(CB_OK, cb_get_stats(&st));
+  CHECK_STATUS(CB_OK, cb_set_watermark(st.live + 1, wm_cb, NULL));
+  cb_fn e;
+  CHECK_STATUS(CB_OK, cb_queue_sink_entry(wm_sink, CB_QUEUE_LEN_SIZE_T, &e)); /* hung here before */
+  CHECK(atomic_load(&wm_fired) == 1);
+  CHECK_STATUS(CB_OK, cb_set_watermark(0, NULL, NULL));
+  CHECK_STATUS(CB_OK, cb_queue_free(q));
+}
+
+/* ---- 13. deleting an event whose fd is already closed succeeds and leaves errno alone ---- */
+static void nop_cb(int fd, short what, void *arg) {
+  (void)fd, (void)what, (void)arg;
+}
+static void closed_fd_delete_keeps_errno(void) {
+  cb_loop *lp;
+  vde_event_handler h;
+  vde_context *ctx;
+  CHECK_STATUS(CB_OK, cb_loop_new(&lp));
+  CHECK_STATUS(CB_OK, cb_loop_handler(lp, &h));
+  CHECK(vde_context_new(&ctx) == 0 && vde_context_init(ctx, &h, NULL) == 0);
+  for (int fini = 0; fini < 2; fini++) {
+    int p[2];
+    CHECK(pipe(p) == 0);
+    void *ev = vde_context_event_add(ctx, p[0], VDE_EV_READ | VDE_EV_PERSIST, NULL, nop_cb, NULL);
+    CHECK(ev != NULL);
+    close(p[0]); /* the usual order: close the fd, then delete its event */
+    close(p[1]);
+    errno = 0;
+    if (fini)
+      vde_context_fini(ctx);
+    else
+      vde_context_event_del(ctx, ev);
+    CHECK(errno == 0);
+  }
+  vde_context_delete(ctx);
+  CHECK_STATUS(CB_OK, cb_loop_free(lp));
+}
+
+/* ---- 14. a thread deep in callbacks does not hold up freeing an unrelated queue ---- */
+static int (*deep_entry)(int);
+static atomic_int deep_reached, deep_release;
+static int deep_body(void *ud, int depth) {
+  (void)ud;
+  if (depth < 70) return deep_entry(depth + 1);
+  atomic_store(&deep_reached, 1);
+  wait_flag(&deep_release, 1);
+  return depth;
+}
+static void *deep_thread(void *arg) {
+  (void)arg;
+  CHECK(deep_entry(1) == 70);
+  return NULL;
+}
+static void deep_callbacks_do_not_stall_free(void) {
+  cb_handle h;
+  cb_fn e;
+  CHECK_STATUS(CB_OK, cb_register((cb_fn)deep_body, NULL, NULL, &h, &e));
+  deep_entry = (int (*)(int))e;
+  cb_queue *q;
+  cb_handle s;
+  CHECK_STATUS(CB_OK, cb_queue_new(8, &q));
+  CHECK_STATUS(CB_OK, cb_queue_sink_register(q, wm_sinkfn, NULL, NULL, &s));
+  CHECK_STATUS(CB_OK, cb_queue_post(s, "x", 1));
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, deep_thread, NULL) == 0);
+  wait_flag(&deep_reached, 1); /* 70 callbacks deep: past the per-thread record's depth */
+  CHECK_STATUS(CB_OK, cb_queue_free(q)); /* waited for that thread (until the alarm) before */
+  atomic_store(&deep_release, 1);
+  CHECK(pthread_join(t, NULL) == 0);
+  CHECK_STATUS(CB_OK, cb_unregister_wait(h));
+}
+
+/* ---- 15. a stop ends one run: the next cb_loop_run_once waits again ---- */
+static double mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+static void stop_is_not_sticky(void) {
+  cb_loop *lp;
+  vde_event_handler h;
+  CHECK_STATUS(CB_OK, cb_loop_new(&lp));
+  CHECK_STATUS(CB_OK, cb_loop_handler(lp, &h));
+  int p[2];
+  CHECK(pipe(p) == 0);
+  void *tok = h.event_add(p[0], VDE_EV_READ | VDE_EV_PERSIST, NULL, nop_cb, NULL); /* never ready */
+  CHECK(tok != NULL);
+  CHECK_STATUS(CB_OK, cb_loop_stop(lp));
+  size_t n = 9;
+  double t0 = mono_ms();
+  CHECK_STATUS(CB_OK, cb_loop_run_once(lp, 5000, &n)); /* stopped: does not wait */
+  CHECK(n == 0 && mono_ms() - t0 < 1000);
+  t0 = mono_ms();
+  CHECK_STATUS(CB_OK, cb_loop_run_once(lp, 100, &n)); /* the stop is used up: waits its 100 ms */
+  CHECK(n == 0 && mono_ms() - t0 >= 90);
+  h.event_del(tok);
+  close(p[0]);
+  close(p[1]);
+  CHECK_STATUS(CB_OK, cb_loop_free(lp));
+}
+
+/* ---- 16. vde del waits for the event's callback running on another thread ---- */
+static atomic_int dw_in_cb, dw_release, dw_returned;
+static void dw_cb(int fd, short what, void *arg) {
+  (void)fd, (void)what, (void)arg;
+  atomic_store(&dw_in_cb, 1);
+  wait_flag(&dw_release, 1);
+  usleep(20000);
+  atomic_store(&dw_returned, 1);
+}
+static void *dw_fire(void *arg) {
+  host_tok *t = arg;
+  t->cb(t->fd, t->what, t->arg);
+  return NULL;
+}
+static void *dw_releaser(void *arg) {
+  (void)arg;
+  usleep(50000);
+  atomic_store(&dw_release, 1);
+  return NULL;
+}
+static vde_event_handler record_handler(void) {
+  vde_event_handler h = {host_event_add, host_del, host_timeout_add, host_del};
+  host_mode = HOST_RECORD;
+  return h;
+}
+static void del_waits_for_running_callback(void) {
+  vde_event_handler h = record_handler();
+  vde_context *ctx;
+  CHECK(vde_context_new(&ctx) == 0 && vde_context_init(ctx, &h, NULL) == 0);
+  struct timeval tv = {1, 0};
+  void *ev = vde_context_timeout_add(ctx, &tv, VDE_EV_PERSIST, dw_cb, NULL);
+  CHECK(ev != NULL && atomic_load(&ntoks) == 1);
+  pthread_t fire, rel;
+  CHECK(pthread_create(&fire, NULL, dw_fire, &toks[0]) == 0); /* the host's loop thread fires it */
+  wait_flag(&dw_in_cb, 1);
+  CHECK(pthread_create(&rel, NULL, dw_releaser, NULL) == 0);
+  errno = 0;
+  vde_context_timeout_del(ctx, ev);
+  CHECK(errno == 0);
+  CHECK(atomic_load(&dw_returned) == 1); /* del returned only after the callback did */
+  CHECK(atomic_load(&toks[0].dels) == 1);
+  CHECK(pthread_join(fire, NULL) == 0 && pthread_join(rel, NULL) == 0);
+  vde_context_delete(ctx);
+}
+
+/* ---- 17. two threads' callbacks deleting each other's events do not deadlock ---- */
+static vde_context *x_ctx;
+static void *x_ev[2];
+static pthread_barrier_t x_both_in;
+static void x_cb(int fd, short what, void *arg) {
+  (void)fd, (void)what;
+  int me = (int)(intptr_t)arg;
+  pthread_barrier_wait(&x_both_in); /* both callbacks are running */
+  errno = 0;
+  vde_context_timeout_del(x_ctx, x_ev[1 - me]); /* the other's, while it runs: must not wait for it */
+  CHECK(errno == 0);
+}
+static void cross_delete_from_callbacks(void) {
+  vde_event_handler h = record_handler();
+  CHECK(vde_context_new(&x_ctx) == 0 && vde_context_init(x_ctx, &h, NULL) == 0);
+  CHECK(pthread_barrier_init(&x_both_in, NULL, 2) == 0);
+  struct timeval tv = {1, 0};
+  for (int i = 0; i < 2; i++) {
+    x_ev[i] = vde_context_timeout_add(x_ctx, &tv, VDE_EV_PERSIST, x_cb, (void *)(intptr_t)i);
+    CHECK(x_ev[i] != NULL);
+  }
+  pthread_t t[2];
+  for (int i = 0; i < 2; i++) CHECK(pthread_create(&t[i], NULL, dw_fire, &toks[i]) == 0);
+  for (int i = 0; i < 2; i++) CHECK(pthread_join(t[i], NULL) == 0); /* the alarm catches a deadlock */
+  for (int i = 0; i < 2; i++) CHECK(atomic_load(&toks[i].dels) == 1);
+  vde_context_delete(x_ctx);
+  CHECK(pthread_barrier_destroy(&x_both_in) == 0);
+}
+
 /* ---- the runner: one fork()ed child per case ---- */
 typedef struct test_case {
   const char *name;
@@ -782,6 +1022,13 @@ static const test_case cases[] = {
     CASE(builtin_loop_reentrant_run_once),
     CASE(builtin_loop_self_delete_keeps_errno),
     CASE(queue_entry_result),
+    CASE(sink_destroy_after_current_delivery),
+    CASE(entry_from_watermark),
+    CASE(closed_fd_delete_keeps_errno),
+    CASE(deep_callbacks_do_not_stall_free),
+    CASE(stop_is_not_sticky),
+    CASE(del_waits_for_running_callback),
+    CASE(cross_delete_from_callbacks),
 };
 enum { NCASES = sizeof cases / sizeof *cases, SKIP_CODE = 77 };
 

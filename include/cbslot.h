@@ -437,9 +437,10 @@ enum cb_status cb_loop_run(struct cb_loop *lp);
 enum cb_status cb_loop_run_once(struct cb_loop *lp, int timeout_ms, size_t *out_dispatched);
 
 /**
- * Makes `cb_loop_run` return after the callbacks of the current round (or at once if it is sleeping).
- * Callable from any thread and from callbacks; if the loop is not running, the next `cb_loop_run` returns
- * at once. Errors: `CB_ERR_INVALID_ARG` for a bad loop.
+ * Makes `cb_loop_run` return after the callbacks of the current round (or at once if it is sleeping), and
+ * a `cb_loop_run_once` that is waiting stop waiting. Callable from any thread and from callbacks; if the
+ * loop is not running, the next `cb_loop_run` returns at once (the next `cb_loop_run_once` does not wait).
+ * Each stop ends one run. Errors: `CB_ERR_INVALID_ARG` for a bad loop.
  */
 enum cb_status cb_loop_stop(struct cb_loop *lp);
 
@@ -450,9 +451,10 @@ enum cb_status cb_loop_stop(struct cb_loop *lp);
 enum cb_status cb_loop_pending(struct cb_loop *lp, size_t *out_count);
 
 /**
- * Frees the loop: unregisters its four functions (calls through them afterwards are stale calls) and
- * closes its descriptors. Registrations still in it are dropped without being called: `vde_context_fini`
- * the contexts using it first. NULL is a no-op (`CB_OK`).
+ * Frees the loop: its handle is invalid at once (calls through its four functions fail with errno
+ * EINVAL); once no call is using it any more, its functions are unregistered (calls through them are then
+ * stale calls) and its descriptors closed. Registrations still in it are dropped without being called:
+ * `vde_context_fini` the contexts using it first. NULL is a no-op (`CB_OK`).
  *
  * Errors: `CB_ERR_INVALID_ARG` for a freed or garbage loop, or while it runs.
  */
@@ -526,9 +528,9 @@ enum cb_status cb_queue_sink_register(struct cb_queue *queue, cb_sink_fn fn, voi
 /**
  * Unregisters a sink. Its handle is invalid as soon as this returns (posts to it fail with
  * `CB_ERR_INVALID_HANDLE`, and so does a second unregister). Its events still in the queue are dropped (and
- * counted) when reached, never delivered; its bare entries become stale; its destroy runs exactly once, when
- * no delivery to it is running (right away, or when the delivery in progress returns). Callable from any
- * thread, also from inside the sink.
+ * counted) when reached, never delivered; its bare entries become stale; its destroy runs exactly once:
+ * right away, or, while a drain on another thread is using the sink, when that drain's current delivery
+ * returns (so never while the sink's function runs). Callable from any thread, also from inside the sink.
  *
  * Errors: `CB_ERR_INVALID_HANDLE` for 0, garbage, stale or already-unregistered sinks, and sinks of a
  * closed queue.
@@ -541,8 +543,9 @@ enum cb_status cb_queue_sink_unregister(cb_handle sink);
  * to `CB_QUEUE_INLINE_BYTES` (a larger payload is copied to the heap first, so running out of memory
  * loses nothing). Events from one thread are delivered in the order posted.
  *
- * Errors: `CB_ERR_CAPACITY` (full), `CB_ERR_CLOSED`, `CB_ERR_INVALID_HANDLE` (0, garbage, stale or
- * unregistered sink), `CB_ERR_NULL_ARG` (`data` NULL with `len` > 0), `CB_ERR_INVALID_ARG` (`len` above
+ * Errors: `CB_ERR_CAPACITY` (full), `CB_ERR_CLOSED` (a post racing `cb_queue_close`; once close has
+ * returned, the queue's sinks are unregistered, so posts get `CB_ERR_INVALID_HANDLE`),
+ * `CB_ERR_INVALID_HANDLE` (0, garbage, stale or unregistered sink), `CB_ERR_NULL_ARG` (`data` NULL with `len` > 0), `CB_ERR_INVALID_ARG` (`len` above
  * `PTRDIFF_MAX`), `CB_ERR_NO_MEMORY` (no memory for the copy).
  */
 enum cb_status cb_queue_post(cb_handle sink, const void *data, size_t len);
@@ -600,8 +603,9 @@ enum cb_status cb_queue_fd(struct cb_queue *queue, int *out_fd);
  * wakes (`cb_queue_post_wait` returns `CB_ERR_CLOSED`, `cb_queue_drain` returns what it delivered); pending
  * events are delivered on the calling thread if `deliver_pending` is non-zero, else dropped (and counted);
  * then every sink is unregistered (each destroy runs exactly once, as soon as no call is using the sink:
- * before this returns, unless a delivery, `cb_queue_sink_unregister` or `cb_queue_sink_entry` on another
- * thread is using it right then, in which case when that call returns).
+ * before this returns, unless `cb_queue_sink_unregister` or `cb_queue_sink_entry` on another thread is
+ * using it right then, in which case when that call returns). Closing takes the consumer side: a drain
+ * running on another thread is waited for.
  *
  * Errors: `CB_ERR_INVALID_ARG` (bad queue); `CB_ERR_CLOSED` (closed already).
  */
@@ -609,7 +613,9 @@ enum cb_status cb_queue_close(struct cb_queue *queue, int deliver_pending);
 
 /**
  * Closes the queue if needed (dropping pending events), makes it invalid, and waits for posts still
- * inside it to leave (close has woken any that were waiting for room). NULL is a no-op. It may be called
+ * inside it to leave (close has woken any that were waiting for room). Closing takes the consumer side, so
+ * a delivery running on another thread is waited for too: a sink must not wait for the thread that frees
+ * its queue. NULL is a no-op. It may be called
  * from inside one of its sinks: the running drain finishes on the closed queue, and the memory goes when it
  * returns.
  *

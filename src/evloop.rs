@@ -238,14 +238,15 @@ impl Loop {
     /// One round, refused while the loop runs elsewhere or from its own callback.
     pub(crate) fn run_once(&self, timeout: Option<Duration>) -> Result<usize, Error> {
         let _turn = self.claim()?;
-        if self.pending() == 0 {
-            return Ok(0);
-        }
-        Ok(self.round(timeout))
+        let n = if self.pending() == 0 { 0 } else { self.round(timeout) };
+        self.end_stop();
+        Ok(n)
     }
 
     /// Waits (up to `timeout`, `None` = until something is due) and dispatches what is ready.
     fn round(&self, timeout: Option<Duration>) -> usize {
+        // announced before the timers are read: an `add` after that read sees it and wakes us
+        self.sleeping.store(true, SeqCst);
         let now = Instant::now();
         let next_timer = self.inner.lock().timers.first().map(|&(t, _)| t.saturating_duration_since(now));
         let wait = match (timeout, next_timer) {
@@ -253,7 +254,6 @@ impl Loop {
             (a, b) => a.or(b),
         };
         let mut buf = [libc::epoll_event { events: 0, u64: 0 }; 64];
-        self.sleeping.store(true, SeqCst);
         let evs = if self.stop.load(SeqCst) { &buf[..0] } else { self.epoll.wait(&mut buf, wait) };
         self.sleeping.store(false, SeqCst);
         let mut ready: Vec<(u64, c_int, c_short)> = Vec::new();
@@ -309,10 +309,19 @@ impl Loop {
     pub(crate) fn run(&self) -> Result<u64, Error> {
         let _turn = self.claim()?;
         let mut total = 0;
-        while !self.stop.swap(false, SeqCst) && self.pending() != 0 {
+        while !self.stop.load(SeqCst) && self.pending() != 0 {
             total += self.round(None) as u64;
         }
+        self.end_stop();
         Ok(total)
+    }
+
+    /// A stop ends one run (or makes one `run_once` not wait); it does not carry over to the next. Its
+    /// wake-up goes with it, so the next round sleeps again.
+    fn end_stop(&self) {
+        if self.stop.swap(false, SeqCst) {
+            self.wake.reset();
+        }
     }
 
     pub(crate) fn stop(&self) {

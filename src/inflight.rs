@@ -33,9 +33,15 @@ pub(crate) struct Rec {
     pub(crate) depth: AtomicUsize,
     pub(crate) overflow: AtomicUsize,
     pub(crate) stack: [AtomicUsize; DEPTH_MAX],
+    /// Objects this thread has pinned ([`pin`]), 0 = free. Apart from the callback stack, so a thread deep
+    /// in callbacks neither hides a pin nor makes every object look pinned.
+    pins: [AtomicUsize; PINS],
     in_use: AtomicBool,
     next: AtomicPtr<Rec>,
 }
+
+/// Pins one thread may hold at once (a queue post holds one, and runs no user code meanwhile).
+const PINS: usize = 2;
 
 /// Every record ever made (a push-only list).
 static RECORDS: AtomicPtr<Rec> = AtomicPtr::new(ptr::null_mut());
@@ -63,6 +69,7 @@ unsafe extern "C" fn thread_exit(rec: *mut libc::c_void) {
     let rec = unsafe { &*(rec as *const Rec) };
     rec.depth.store(0, Release);
     rec.overflow.store(0, Release);
+    rec.pins.iter().for_each(|p| p.store(0, Release));
     // SAFETY: TLS is still in place while pthread key destructors run.
     unsafe { *crate::callback::arch::tls_rec_slot() = ptr::null_mut() };
     rec.in_use.store(false, Release);
@@ -80,6 +87,7 @@ pub(crate) fn acquire() -> &'static Rec {
             depth: AtomicUsize::new(0),
             overflow: AtomicUsize::new(0),
             stack: [const { AtomicUsize::new(0) }; DEPTH_MAX],
+            pins: [const { AtomicUsize::new(0) }; PINS],
             in_use: AtomicBool::new(true),
             next: AtomicPtr::new(ptr::null_mut()),
         }));
@@ -105,50 +113,50 @@ pub(crate) extern "C" fn acquire_for_dispatcher() -> *const Rec {
     crate::error::abort_on_panic("could not set up this thread's in-flight record", acquire)
 }
 
-/// Marks the calling thread as inside the object at `addr` until the returned guard drops: a grace period
-/// ([`scan`]) started after this cannot miss it. The same plain-store protocol as the dispatcher's, for
-/// Rust code that must keep memory alive without a read-modify-write (the queue's post path).
-pub(crate) fn enter(addr: usize) -> Inside {
+/// Pins the object at `addr` for the calling thread until the returned guard drops: a
+/// [`wait_until_unpinned`] started after this cannot miss it. The dispatcher's protocol (a plain store,
+/// ordered by the waiter's process-wide barrier), for Rust code that must keep memory alive without a
+/// shared read-modify-write (the queue's post path). `None` if the thread holds [`PINS`] pins already.
+pub(crate) fn pin(addr: usize) -> Option<Pin> {
     let rec = current().unwrap_or_else(acquire);
-    let depth = rec.depth.load(Relaxed);
-    if depth >= DEPTH_MAX {
-        rec.overflow.fetch_add(1, Relaxed);
-    } else {
-        rec.depth.store(depth + 1, Relaxed);
-        core::sync::atomic::compiler_fence(SeqCst);
-        rec.stack[depth].store(addr, Relaxed);
-    }
-    // later loads must not move above the marker (the grace period's membarrier orders the rest)
+    let i = rec.pins.iter().position(|p| p.load(Relaxed) == 0)?;
+    rec.pins[i].store(addr, Relaxed);
+    // later loads must not move above the marker (the waiter's barrier orders the rest)
     core::sync::atomic::compiler_fence(SeqCst);
-    Inside { rec, depth }
+    Some(Pin { rec, i })
 }
 
-/// See [`enter`].
-pub(crate) struct Inside {
+/// See [`pin`].
+pub(crate) struct Pin {
     rec: &'static Rec,
-    depth: usize,
+    i: usize,
 }
 
-impl Drop for Inside {
+impl Drop for Pin {
     fn drop(&mut self) {
-        // Release: every access made inside happens before a scan (which loads with Acquire) sees us leave,
-        // so the memory may be freed after that. On x86_64 this is the same plain store; on weaker machines
-        // the barrier alone would not order our earlier loads before it.
-        if self.depth >= DEPTH_MAX {
-            self.rec.overflow.fetch_sub(1, Release);
-        } else {
-            self.rec.depth.store(self.depth, Release);
-        }
+        // Release: every access made under the pin happens before a waiter (which loads with Acquire) sees
+        // it gone, so the memory may be freed after that. On x86_64 this is the same plain store; on weaker
+        // machines the barrier alone would not order our earlier loads before it.
+        self.rec.pins[self.i].store(0, Release);
     }
 }
 
-/// Waits until no thread is inside `addr` (see [`enter`]); from inside it on this thread, it would wait
-/// forever, so that is the caller's to prevent.
-pub(crate) fn wait_until_no_one_inside(addr: usize) {
+/// Waits until no thread has `addr` pinned; from a thread that has it pinned itself, it would wait
+/// forever, so that is the caller's to prevent ([`pinned_on_this_thread`]).
+pub(crate) fn wait_until_unpinned(addr: usize) {
     let mut round = 0u32;
-    while scan().contains(addr) {
+    loop {
+        heavy_barrier();
+        if !records().any(|r| r.pins.iter().any(|p| p.load(Acquire) == addr)) {
+            return;
+        }
         backoff(&mut round);
     }
+}
+
+/// True if the calling thread has `addr` pinned.
+pub(crate) fn pinned_on_this_thread(addr: usize) -> bool {
+    current().is_some_and(|r| r.pins.iter().any(|p| p.load(Relaxed) == addr))
 }
 
 /// One step of waiting for other threads: yield for the first rounds, then sleep 50 us doubling to 1.6 ms.
@@ -167,6 +175,7 @@ pub(crate) fn after_fork_in_child() {
     for r in records().filter(|r| !ptr::eq(*r, mine)) {
         r.depth.store(0, Relaxed);
         r.overflow.store(0, Relaxed);
+        r.pins.iter().for_each(|p| p.store(0, Relaxed));
         r.in_use.store(false, Release);
     }
 }

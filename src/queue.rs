@@ -86,6 +86,9 @@ pub(crate) struct Queue {
     fd: EventFd,
     /// The consumer is idle and has reset the fd: the next post must write it.
     armed: AtomicBool,
+    /// A post wrote the fd (set after the write): the consumer must reset it again even if it finds itself
+    /// armed, since the write may have landed after its last reset.
+    signalled: AtomicBool,
     /// Producers waiting for room (`post_wait`).
     waiters: AtomicUsize,
     room: (Mutex<()>, Condvar),
@@ -181,6 +184,7 @@ pub(crate) fn new_queue(capacity: usize) -> Result<u64, Error> {
         consumer: ReentrantMutex::new(()),
         fd,
         armed: AtomicBool::new(true), // empty, fd not readable: the first post writes it
+        signalled: AtomicBool::new(false),
         waiters: AtomicUsize::new(0),
         room: (Mutex::new(()), Condvar::new()),
         delivered: AtomicU64::new(0),
@@ -258,9 +262,14 @@ pub(crate) fn entry(sink: u64, len_is_int: bool) -> Result<usize, Error> {
             core::mem::transmute(entry_post_size as unsafe extern "C" fn(_, _, _) -> _)
         }
     };
-    let mut entries = s.entries.lock();
-    entries.try_reserve(1).map_err(|_| Error::NoMemory("growing the sink's entry list"))?;
+    // registered before taking the entry list's lock: registering may run the user's watermark function
     let (h, entry) = CALLBACKS.register(f, sink as usize as *mut c_void, None)?;
+    let mut entries = s.entries.lock();
+    if entries.try_reserve(1).is_err() {
+        drop(entries);
+        let _ = CALLBACKS.unregister(h);
+        return Err(Error::NoMemory("growing the sink's entry list"));
+    }
     entries.push(h);
     drop(entries);
     // unregistered meanwhile: the entry goes with the sink's last guard (ours, soon)
@@ -298,7 +307,8 @@ impl Queue {
         } else {
             None
         };
-        let mut pos = self.enqueue.load(Relaxed);
+        // SeqCst: a post_wait that announced itself in `waiters` must see a close that did not see it
+        let mut pos = self.enqueue.load(SeqCst);
         let cell = loop {
             if pos & CLOSED != 0 {
                 return Err(Error::Closed("the queue is closed"));
@@ -331,6 +341,7 @@ impl Queue {
         // the consumer went idle: wake its fd (pairs with the SeqCst store + load in `idle`)
         if self.armed.load(SeqCst) && self.armed.swap(false, SeqCst) {
             self.fd.signal();
+            self.signalled.store(true, SeqCst);
         }
         Ok(())
     }
@@ -361,6 +372,8 @@ impl Queue {
 
     /// Wakes every `post_wait` so it tries again (room was made, or the queue closed).
     fn wake_waiters(&self) {
+        // orders the cells released (or the close) before the load, against post_wait's announce-then-try
+        fence(SeqCst);
         if self.waiters.load(SeqCst) != 0 {
             let _g = self.room.0.lock();
             self.room.1.notify_all();
@@ -439,6 +452,11 @@ impl Queue {
                     }
                 }
                 self.release_cell(cell, pos);
+                // a cached sink unregistered meanwhile (on another thread, or by this delivery) goes now, so
+                // its destroy runs right after the delivery in progress rather than at the drain's end
+                for g in held.iter_mut().filter(|g| g.as_ref().is_some_and(|(h, _)| !SINKS.is_live(*h))) {
+                    *g = None;
+                }
             }
             self.wake_waiters();
             if delivered > 0 || delivered >= max || self.is_closed() {
@@ -450,6 +468,7 @@ impl Queue {
                 None => break,
             };
             if self.idle() && !self.is_closed() {
+                held = Default::default(); // hold no sink while waiting
                 self.fd.wait_readable(Some(left)); // a post or close makes it readable
             }
             if left.is_zero() {
@@ -473,9 +492,10 @@ impl Queue {
         if self.enqueue.load(Acquire) & CLOSED != 0 {
             return self.empty(); // a closed queue's fd stays readable
         }
-        if self.armed.load(SeqCst) {
-            return self.empty();
+        if self.armed.load(SeqCst) && !self.signalled.load(SeqCst) {
+            return self.empty(); // armed, and no write since: the fd is not readable
         }
+        self.signalled.store(false, SeqCst);
         self.fd.reset();
         self.armed.store(true, SeqCst);
         fence(SeqCst);

@@ -83,10 +83,13 @@ impl Epoll {
     }
 
     /// `EPOLL_CTL_ADD` / `_MOD` / `_DEL` of `fd` with `events`, tagged `data`; the OS error on failure.
+    /// Leaves `errno` as it was (a caller that reports the failure sets it).
     pub(crate) fn ctl(&self, op: c_int, fd: RawFd, events: u32, data: u64) -> Result<(), c_int> {
-        let mut ev = libc::epoll_event { events, u64: data };
+        let (saved, mut ev) = (errno(), libc::epoll_event { events, u64: data });
         // SAFETY: our epoll descriptor and a local event (ignored by EPOLL_CTL_DEL).
-        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) } == 0 { Ok(()) } else { Err(errno()) }
+        let out = if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) } == 0 { Ok(()) } else { Err(errno()) };
+        set_errno(saved);
+        out
     }
 
     /// Waits up to `wait` for events; returns those that are ready (none on EINTR). Leaves `errno` as it

@@ -8,14 +8,14 @@
 //!   gives the caller the last guard it hands out; the object is dropped, and its `Drop` runs (where
 //!   components put their destroy notifications), when the last guard goes.
 //! * [`Table::pin`] is the read path for hot, allocation- and write-free lookups (a queue post): it marks the
-//!   thread as inside the object ([`inflight::enter`]) instead of counting a reference. Tables made with
+//!   thread as inside the object ([`inflight::pin`]) instead of counting a reference. Tables made with
 //!   [`Table::pinnable`] wait, in `remove`, until no thread is pinned inside the object before they give up
 //!   their own reference, so a pinned `&T` stays valid for as long as the [`Pinned`] guard lives.
 //!
 //! Handles are the registry's ([`crate::handle`]): generational, so a stale or garbage handle is an error,
 //! never another object.
 
-use crate::inflight::{self, Inside};
+use crate::inflight::{self, Pin};
 use crate::error::Error;
 use crate::handle::{Kind, Registry, Slot};
 use crate::segvec::SegVec;
@@ -90,14 +90,14 @@ impl<T: Send + Sync> Table<T> {
         self.reg.retain(handle)?;
         let guard = self.held(handle);
         let addr = Arc::as_ptr(&guard) as usize;
-        if self.pins && inflight::inside_on_this_thread(addr) {
+        if self.pins && inflight::pinned_on_this_thread(addr) {
             self.reg.unpin(handle);
             return Err(Error::WouldDeadlock("the object is in use by this thread's own call"));
         }
         let removed = self.reg.remove(handle);
         if removed.is_ok() && self.pins {
             // the handle is invalid, so no new pin succeeds; wait out those taken before
-            inflight::wait_until_no_one_inside(addr);
+            inflight::wait_until_unpinned(addr);
         }
         self.reg.unpin(handle);
         removed.map(|()| guard)
@@ -108,7 +108,7 @@ impl<T: Send + Sync> Table<T> {
     pub(crate) fn pin(&self, handle: u64) -> Result<Pinned<'_, T>, Error> {
         debug_assert!(self.pins, "pin on a table that does not wait for pins");
         let p = self.reg.get(handle)?;
-        let inside = inflight::enter(p as usize);
+        let inside = inflight::pin(p as usize).ok_or(Error::Capacity("this thread holds too many pins"))?;
         // Validated again after the marker: a `remove` that made the handle invalid after this point waits
         // for the marker before it drops the table's reference; one that did so before is seen here.
         if self.reg.get(handle) != Ok(p) {
@@ -122,7 +122,7 @@ impl<T: Send + Sync> Table<T> {
 /// A pinned object (see [`Table::pin`]): usable for the guard's life, on this thread only.
 pub(crate) struct Pinned<'a, T> {
     obj: &'a T,
-    _inside: Inside,
+    _inside: Pin,
     /// Not `Send`: the in-flight marker belongs to this thread.
     _t: PhantomData<*const T>,
 }

@@ -92,9 +92,10 @@ pub extern "C" fn cb_loop_run_once(lp: *mut cb_loop, timeout_ms: c_int, out_disp
     })
 }
 
-/// Makes `cb_loop_run` return after the callbacks of the current round (or at once if it is sleeping).
-/// Callable from any thread and from callbacks; if the loop is not running, the next `cb_loop_run` returns
-/// at once. Errors: `CB_ERR_INVALID_ARG` for a bad loop.
+/// Makes `cb_loop_run` return after the callbacks of the current round (or at once if it is sleeping), and
+/// a `cb_loop_run_once` that is waiting stop waiting. Callable from any thread and from callbacks; if the
+/// loop is not running, the next `cb_loop_run` returns at once (the next `cb_loop_run_once` does not wait).
+/// Each stop ends one run. Errors: `CB_ERR_INVALID_ARG` for a bad loop.
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_loop_stop(lp: *mut cb_loop) -> cb_status {
     ffi_status!("cb_loop_stop", { Ok(evloop::get(handle_of(lp))?.stop()) })
@@ -113,9 +114,10 @@ pub extern "C" fn cb_loop_pending(lp: *mut cb_loop, out_count: *mut usize) -> cb
     })
 }
 
-/// Frees the loop: unregisters its four functions (calls through them afterwards are stale calls) and
-/// closes its descriptors. Registrations still in it are dropped without being called: `vde_context_fini`
-/// the contexts using it first. NULL is a no-op (`CB_OK`).
+/// Frees the loop: its handle is invalid at once (calls through its four functions fail with errno
+/// EINVAL); once no call is using it any more, its functions are unregistered (calls through them are then
+/// stale calls) and its descriptors closed. Registrations still in it are dropped without being called:
+/// `vde_context_fini` the contexts using it first. NULL is a no-op (`CB_OK`).
 ///
 /// Errors: `CB_ERR_INVALID_ARG` for a freed or garbage loop, or while it runs.
 #[unsafe(no_mangle)]

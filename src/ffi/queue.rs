@@ -83,9 +83,9 @@ pub extern "C" fn cb_queue_sink_register(
 
 /// Unregisters a sink. Its handle is invalid as soon as this returns (posts to it fail with
 /// `CB_ERR_INVALID_HANDLE`, and so does a second unregister). Its events still in the queue are dropped (and
-/// counted) when reached, never delivered; its bare entries become stale; its destroy runs exactly once, when
-/// no delivery to it is running (right away, or when the delivery in progress returns). Callable from any
-/// thread, also from inside the sink.
+/// counted) when reached, never delivered; its bare entries become stale; its destroy runs exactly once:
+/// right away, or, while a drain on another thread is using the sink, when that drain's current delivery
+/// returns (so never while the sink's function runs). Callable from any thread, also from inside the sink.
 ///
 /// Errors: `CB_ERR_INVALID_HANDLE` for 0, garbage, stale or already-unregistered sinks, and sinks of a
 /// closed queue.
@@ -99,8 +99,9 @@ pub extern "C" fn cb_queue_sink_unregister(sink: cb_handle) -> cb_status {
 /// to `CB_QUEUE_INLINE_BYTES` (a larger payload is copied to the heap first, so running out of memory
 /// loses nothing). Events from one thread are delivered in the order posted.
 ///
-/// Errors: `CB_ERR_CAPACITY` (full), `CB_ERR_CLOSED`, `CB_ERR_INVALID_HANDLE` (0, garbage, stale or
-/// unregistered sink), `CB_ERR_NULL_ARG` (`data` NULL with `len` > 0), `CB_ERR_INVALID_ARG` (`len` above
+/// Errors: `CB_ERR_CAPACITY` (full), `CB_ERR_CLOSED` (a post racing `cb_queue_close`; once close has
+/// returned, the queue's sinks are unregistered, so posts get `CB_ERR_INVALID_HANDLE`),
+/// `CB_ERR_INVALID_HANDLE` (0, garbage, stale or unregistered sink), `CB_ERR_NULL_ARG` (`data` NULL with `len` > 0), `CB_ERR_INVALID_ARG` (`len` above
 /// `PTRDIFF_MAX`), `CB_ERR_NO_MEMORY` (no memory for the copy).
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_queue_post(sink: cb_handle, data: *const c_void, len: usize) -> cb_status {
@@ -190,8 +191,9 @@ pub extern "C" fn cb_queue_fd(queue: *mut cb_queue, out_fd: *mut c_int) -> cb_st
 /// wakes (`cb_queue_post_wait` returns `CB_ERR_CLOSED`, `cb_queue_drain` returns what it delivered); pending
 /// events are delivered on the calling thread if `deliver_pending` is non-zero, else dropped (and counted);
 /// then every sink is unregistered (each destroy runs exactly once, as soon as no call is using the sink:
-/// before this returns, unless a delivery, `cb_queue_sink_unregister` or `cb_queue_sink_entry` on another
-/// thread is using it right then, in which case when that call returns).
+/// before this returns, unless `cb_queue_sink_unregister` or `cb_queue_sink_entry` on another thread is
+/// using it right then, in which case when that call returns). Closing takes the consumer side: a drain
+/// running on another thread is waited for.
 ///
 /// Errors: `CB_ERR_INVALID_ARG` (bad queue); `CB_ERR_CLOSED` (closed already).
 #[unsafe(no_mangle)]
@@ -200,7 +202,9 @@ pub extern "C" fn cb_queue_close(queue: *mut cb_queue, deliver_pending: c_int) -
 }
 
 /// Closes the queue if needed (dropping pending events), makes it invalid, and waits for posts still
-/// inside it to leave (close has woken any that were waiting for room). NULL is a no-op. It may be called
+/// inside it to leave (close has woken any that were waiting for room). Closing takes the consumer side, so
+/// a delivery running on another thread is waited for too: a sink must not wait for the thread that frees
+/// its queue. NULL is a no-op. It may be called
 /// from inside one of its sinks: the running drain finishes on the closed queue, and the memory goes when it
 /// returns.
 ///

@@ -62,7 +62,7 @@ static void *entry_thread(void *arg) {
   job *j = arg;
   for (long i = 0; i < j->calls; i++) {
     msg m = {(uint32_t)j->id, (uint32_t)i};
-    while (((int (*)(char *, int))j->fn)((char *)&m, (int)sizeof m) != 1) sched_yield(); /* 1: posted */
+    while (((int (*)(char *, int))j->fn)((char *)&m, (int)sizeof m) != 1) sched_yield(); // 1: posted
   }
   return NULL;
 }
