@@ -245,8 +245,11 @@ impl Loop {
 
     /// Waits (up to `timeout`, `None` = until something is due) and dispatches what is ready.
     fn round(&self, timeout: Option<Duration>) -> usize {
-        // announced before the timers are read: an `add` after that read sees it and wakes us
+        // announced before the timers and `stop` are read: an `add` or `stop` after those reads sees it and
+        // wakes us; a wake-up from before (already seen by those reads) is cleared, so it does not cut the
+        // next sleep short
         self.sleeping.store(true, SeqCst);
+        self.wake.reset();
         let now = Instant::now();
         let next_timer = self.inner.lock().timers.first().map(|&(t, _)| t.saturating_duration_since(now));
         let wait = match (timeout, next_timer) {
@@ -316,12 +319,9 @@ impl Loop {
         Ok(total)
     }
 
-    /// A stop ends one run (or makes one `run_once` not wait); it does not carry over to the next. Its
-    /// wake-up goes with it, so the next round sleeps again.
+    /// A stop ends one run (or makes one `run_once` not wait); it does not carry over to the next.
     fn end_stop(&self) {
-        if self.stop.swap(false, SeqCst) {
-            self.wake.reset();
-        }
+        self.stop.store(false, SeqCst);
     }
 
     pub(crate) fn stop(&self) {

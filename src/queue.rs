@@ -401,6 +401,7 @@ impl Queue {
         let outer = self.drainer.swap(me, Relaxed) != me;
         let deadline = wait.map(|w| Instant::now() + w);
         let mut delivered = 0;
+        let mut waited = false;
         self.sample_pending();
         // guards for the sinks of recent events, so events that alternate between a few sinks look each up once
         let mut held: [Option<(u64, Arc<Sink>)>; 4] = Default::default();
@@ -467,9 +468,12 @@ impl Queue {
                 Some(d) => d.saturating_duration_since(Instant::now()),
                 None => break,
             };
-            if self.idle() && !self.is_closed() {
+            // after a wake-up that brought nothing, the fd may be readable from a producer's write that
+            // landed late (before it could flag it): reset it whatever the flags say
+            if self.idle(waited) && !self.is_closed() {
                 held = Default::default(); // hold no sink while waiting
                 self.fd.wait_readable(Some(left)); // a post or close makes it readable
+                waited = true;
             }
             if left.is_zero() {
                 break;
@@ -477,8 +481,9 @@ impl Queue {
         }
         drop(held);
         self.sample_pending();
-        if self.dequeue.load(Relaxed) == self.enqueue.load(SeqCst) & !CLOSED {
-            self.idle();
+        if self.empty() {
+            // a drain that found nothing may have been called for a readable fd with nothing behind it
+            self.idle(delivered == 0);
         }
         if outer {
             self.drainer.store(0, Relaxed);
@@ -488,11 +493,12 @@ impl Queue {
 
     /// The consumer found the queue empty: make the fd unreadable and arm the first post to write it.
     /// Returns true if the queue is (still) empty, false if a post slipped in (the fd stays readable).
-    fn idle(&self) -> bool {
+    /// Without `force`, an armed queue whose fd no post has written since is left as it is (no system call).
+    fn idle(&self, force: bool) -> bool {
         if self.enqueue.load(Acquire) & CLOSED != 0 {
             return self.empty(); // a closed queue's fd stays readable
         }
-        if self.armed.load(SeqCst) && !self.signalled.load(SeqCst) {
+        if !force && self.armed.load(SeqCst) && !self.signalled.load(SeqCst) {
             return self.empty(); // armed, and no write since: the fd is not readable
         }
         self.signalled.store(false, SeqCst);
