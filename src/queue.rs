@@ -148,6 +148,17 @@ static SINKS: Table<Sink> = Table::new(Kind::Sink, &SINK_SLOTS);
 /// live (it validates before and after).
 static SINK_QUEUE: SegVec<AtomicU64> = SegVec::new();
 
+/// Sinks removed so far (unregistered, or ended by close), so a drain knows when its cached guards need a
+/// look. Written once per removal, read once per delivered event.
+static SINK_REMOVALS: AtomicU64 = AtomicU64::new(0);
+
+/// Removes a sink's handle; the caller drops the guard (the sink's destroy runs with the last one).
+fn remove_sink(sink: u64) -> Result<Arc<Sink>, Error> {
+    let s = SINKS.remove(sink)?;
+    SINK_REMOVALS.fetch_add(1, SeqCst);
+    Ok(s)
+}
+
 const NOT_A_SINK: &str = "is not a live sink (unregistered, or its queue closed)";
 
 /// A guard for the queue named by `handle`.
@@ -223,7 +234,7 @@ pub(crate) fn sink_register(queue: u64, func: SinkFn, userdata: *mut c_void, des
 /// Unregisters a sink: its handle is invalid at once; its pending events are dropped when reached; its
 /// destroy runs when no delivery to it is running any more (here, or when that delivery returns).
 pub(crate) fn sink_unregister(sink: u64) -> Result<(), Error> {
-    let s = SINKS.remove(sink).map_err(|_| Error::InvalidHandle(sink, NOT_A_SINK))?;
+    let s = remove_sink(sink).map_err(|_| Error::InvalidHandle(sink, NOT_A_SINK))?;
     s.queue.sinks.lock().retain(|&x| x != sink);
     Ok(())
 }
@@ -405,7 +416,8 @@ impl Queue {
         self.sample_pending();
         // guards for the sinks of recent events, so events that alternate between a few sinks look each up once
         let mut held: [Option<(u64, Arc<Sink>)>; 4] = Default::default();
-        let mut next_held = 0;
+        let (mut next_held, mut last) = (0, 0);
+        let mut seen_removals = SINK_REMOVALS.load(SeqCst);
         loop {
             while delivered < max {
                 let pos = self.dequeue.load(Relaxed);
@@ -430,7 +442,9 @@ impl Queue {
                 let ptr = unsafe {
                     if len <= INLINE { cell.data.get() as *const u8 } else { (*(cell.data.get() as *const *mut [u8])) as *const u8 }
                 };
-                let i = match held.iter().position(|g| g.as_ref().is_some_and(|(h, _)| *h == sink)) {
+                let is = |g: &Option<(u64, Arc<Sink>)>| g.as_ref().is_some_and(|(h, _)| *h == sink);
+                // the sink of the previous event first: runs of events to one sink are the common case
+                let i = match if is(&held[last]) { Some(last) } else { held.iter().position(is) } {
                     Some(i) => i,
                     None => {
                         // dropping the guard replaced may run that sink's destroy: no event of ours is in use
@@ -439,8 +453,18 @@ impl Queue {
                         next_held
                     }
                 };
-                // still live? (unregistered meanwhile, maybe by the sink itself: its events are dropped)
-                match held[i].as_ref().filter(|(h, _)| SINKS.is_live(*h)) {
+                // A sink unregistered since its guard was checked (on another thread, or by the sink itself)
+                // gets no more events, and its guard goes now, so its destroy runs right after the delivery
+                // that was in progress. Unregisters are counted, so a run with none costs one load.
+                let removals = SINK_REMOVALS.load(SeqCst);
+                if removals != seen_removals {
+                    seen_removals = removals;
+                    for g in held.iter_mut().filter(|g| g.as_ref().is_some_and(|(h, _)| !SINKS.is_live(*h))) {
+                        *g = None;
+                    }
+                }
+                last = i;
+                match &held[i] {
                     Some((_, s)) => {
                         // the payload stays valid during the call: the cell is released after it
                         // SAFETY: the sink's own function and userdata.
@@ -453,11 +477,6 @@ impl Queue {
                     }
                 }
                 self.release_cell(cell, pos);
-                // a cached sink unregistered meanwhile (on another thread, or by this delivery) goes now, so
-                // its destroy runs right after the delivery in progress rather than at the drain's end
-                for g in held.iter_mut().filter(|g| g.as_ref().is_some_and(|(h, _)| !SINKS.is_live(*h))) {
-                    *g = None;
-                }
             }
             self.wake_waiters();
             if delivered > 0 || delivered >= max || self.is_closed() {
@@ -583,7 +602,7 @@ impl Queue {
         self.dequeue.store(pos, Relaxed);
         let sinks: Vec<u64> = core::mem::take(&mut *self.sinks.lock());
         for s in sinks {
-            drop(SINKS.remove(s)); // fails only for a sink being unregistered right now
+            drop(remove_sink(s)); // fails only for a sink being unregistered right now
         }
         self.fd.signal(); // readable for good: a consumer waiting on it finds the queue closed
         Ok(())
