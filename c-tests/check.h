@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static unsigned long check_count;
 
@@ -56,6 +57,13 @@ static inline uint64_t check_rand(uint64_t *state) {
   x ^= x >> 27;
   *state = x;
   return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* Milliseconds on the monotonic clock. */
+static inline double check_mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 #endif

@@ -94,11 +94,6 @@ static double thread_cpu_ms(void) {
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
-static double mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static void producer_stalled_after_its_write(void) {
   cb_queue *q;
@@ -115,9 +110,9 @@ static void producer_stalled_after_its_write(void) {
   CHECK(n == 1);
   atomic_store(&consumer_idle, 1);
   while (!atomic_load(&write_landed)) usleep(100); /* readable, nothing pending, and not flagged yet */
-  double cpu0 = thread_cpu_ms(), t0 = mono_ms();
+  double cpu0 = thread_cpu_ms(), t0 = check_mono_ms();
   CHECK_STATUS(CB_OK, cb_queue_drain(q, 16, 300, &n)); /* nothing comes: sleeps its 300 ms */
-  double cpu = thread_cpu_ms() - cpu0, wall = mono_ms() - t0;
+  double cpu = thread_cpu_ms() - cpu0, wall = check_mono_ms() - t0;
   printf("timed drain with a stalled producer: %.0f ms wall, %.1f ms CPU\n", wall, cpu);
   CHECK(n == 0 && wall >= 250 && cpu < 100); /* spun for all of it before */
   atomic_store(&release, 1);
@@ -164,9 +159,9 @@ static void loop_wakeup_lands_after_its_round(void) {
   CHECK(n == 1 && atomic_load(&fired_timeout) == 0);
   atomic_store(&consumer_idle, 1);
   CHECK(pthread_join(a, NULL) == 0 && pthread_join(k, NULL) == 0); /* the add's wake-up has landed now */
-  double t0 = mono_ms();
+  double t0 = check_mono_ms();
   CHECK_STATUS(CB_OK, cb_loop_run_once(lp, -1, &n)); /* nothing is due before the timeout: waits for it */
-  CHECK(n == 1 && atomic_load(&fired_timeout) == 1 && mono_ms() - t0 >= 150);
+  CHECK(n == 1 && atomic_load(&fired_timeout) == 1 && check_mono_ms() - t0 >= 150);
   h.event_del(tok);
   CHECK_STATUS(CB_OK, cb_loop_free(lp));
   close(pipefd[0]);
