@@ -160,7 +160,7 @@ static vde_context *fake_ctx(int mode) {
 static void *add_kind(vde_context *ctx, int fd_event) {
   struct timeval tv = {0, 1000};
   return fd_event ? vde_context_event_add(ctx, 7, VDE_EV_READ, NULL, user_cb, &user_calls)
-                  : vde_context_timeout_add(ctx, &tv, 0, user_cb, &user_calls);
+                  : vde_context_timeout_add(ctx, 0, &tv, user_cb, &user_calls);
 }
 static void del_kind(vde_context *ctx, int fd_event, void *tok) {
   if (fd_event)
@@ -271,13 +271,13 @@ static void builtin_loop_zero_timeouts(void) {
   vde_context *ctx;
   loop_ctx(&lp, &ctx);
   struct timeval hour = {3600, 0}, zero = {0, 0};
-  CHECK(vde_context_timeout_add(ctx, &hour, VDE_EV_PERSIST, zero_cb, NULL) != NULL); /* keeps run going */
+  CHECK(vde_context_timeout_add(ctx, VDE_EV_PERSIST, &hour, zero_cb, NULL) != NULL); /* keeps run going */
   pthread_t t;
   CHECK(pthread_create(&t, NULL, loop_runner, lp) == 0);
   for (int i = 0; i < n; i++) {
     if (i % 100 == 0) /* now and then let the loop catch up and fall asleep: the add below wakes it */
       for (int j = 0; j < 100000 && atomic_load(&zero_total) < i; j++) usleep(20);
-    CHECK(vde_context_timeout_add(ctx, &zero, 0, zero_cb, &zero_counts[i]) != NULL);
+    CHECK(vde_context_timeout_add(ctx, 0, &zero, zero_cb, &zero_counts[i]) != NULL);
   }
   for (int i = 0; i < 15000 && atomic_load(&zero_total) < n; i++) usleep(1000);
   CHECK(atomic_load(&zero_total) == n);
@@ -553,8 +553,8 @@ static void builtin_loop_huge_timeval(void) {
   CHECK(pipe(p) == 0); /* never readable: nothing written */
   struct timeval max0 = {LONG_MAX, 0}, max = {LONG_MAX, 999999};
   errno = 0;
-  void *t1 = vde_context_timeout_add(ctx, &max0, 0, never_cb, NULL);
-  void *t2 = vde_context_timeout_add(ctx, &max, VDE_EV_PERSIST, never_cb, NULL);
+  void *t1 = vde_context_timeout_add(ctx, 0, &max0, never_cb, NULL);
+  void *t2 = vde_context_timeout_add(ctx, VDE_EV_PERSIST, &max, never_cb, NULL);
   void *e1 = vde_context_event_add(ctx, p[0], VDE_EV_READ, &max, never_cb, NULL);
   void *e2 = vde_context_event_add(ctx, p[0], VDE_EV_READ | VDE_EV_PERSIST, &max, never_cb, NULL);
   CHECK(t1 && t2 && e1 && e2);
@@ -594,7 +594,7 @@ static void loop_memory_timeout_churn(void) {
   long before = 0;
   for (int i = -20000; i < 1000000; i++) {
     if (i == 0) before = statm_field(1);
-    void *t = vde_context_timeout_add(ctx, &hour, 0, never_cb, NULL);
+    void *t = vde_context_timeout_add(ctx, 0, &hour, never_cb, NULL);
     CHECK(t != NULL);
     vde_context_timeout_del(ctx, t);
     if (i % 1000 == 999) CHECK_STATUS(CB_OK, cb_loop_run_once(lp, 0, NULL));
@@ -706,7 +706,7 @@ static void builtin_loop_self_delete_keeps_errno(void) {
   snprintf(known_error, sizeof known_error, "%s", cb_last_error());
   self_del s = {ctx, NULL, 0, -1, 0};
   struct timeval tv = {0, 0};
-  s.tok = vde_context_timeout_add(ctx, &tv, 0, self_del_cb, &s);
+  s.tok = vde_context_timeout_add(ctx, 0, &tv, self_del_cb, &s);
   CHECK(s.tok != NULL);
   for (int i = 0; i < 100 && s.calls == 0; i++) {
     errno = 0;
@@ -948,7 +948,7 @@ static void del_waits_for_running_callback(void) {
   vde_context *ctx;
   CHECK(vde_context_new(&ctx) == 0 && vde_context_init(ctx, &h, NULL) == 0);
   struct timeval tv = {1, 0};
-  void *ev = vde_context_timeout_add(ctx, &tv, VDE_EV_PERSIST, dw_cb, NULL);
+  void *ev = vde_context_timeout_add(ctx, VDE_EV_PERSIST, &tv, dw_cb, NULL);
   CHECK(ev != NULL && atomic_load(&ntoks) == 1);
   pthread_t fire, rel;
   CHECK(pthread_create(&fire, NULL, dw_fire, &toks[0]) == 0); /* the host's loop thread fires it */
@@ -981,7 +981,7 @@ static void cross_delete_from_callbacks(void) {
   CHECK(pthread_barrier_init(&x_both_in, NULL, 2) == 0);
   struct timeval tv = {1, 0};
   for (int i = 0; i < 2; i++) {
-    x_ev[i] = vde_context_timeout_add(x_ctx, &tv, VDE_EV_PERSIST, x_cb, (void *)(intptr_t)i);
+    x_ev[i] = vde_context_timeout_add(x_ctx, VDE_EV_PERSIST, &tv, x_cb, (void *)(intptr_t)i);
     CHECK(x_ev[i] != NULL);
   }
   pthread_t t[2];

@@ -210,7 +210,7 @@ static void *context_thread(void *arg) {
       vde_context_timeout_del(ctx, toks[i]); /* may already be finished (one-shot): errno, no crash */
       toks[i] = NULL;
     } else {
-      toks[i] = vde_context_timeout_add(ctx, &tv, (check_rand(&seed) & 1) ? VDE_EV_PERSIST : 0, on_timer, NULL);
+      toks[i] = vde_context_timeout_add(ctx, (check_rand(&seed) & 1) ? VDE_EV_PERSIST : 0, &tv, on_timer, NULL);
       if (!toks[i]) fail("timeout_add", i);
       atomic_fetch_add(&ctx_events, 1);
     }
@@ -347,7 +347,7 @@ static void *xl_adder(void *arg) {
       tv.tv_usec = (long)((r >> 16) % 200);
     else if ((r >> 11) % 3 == 2)
       tv.tv_usec = 200 + (long)((r >> 16) % 1800);
-    e->tok = vde_context_timeout_add(xl_ctx, &tv, e->persistent ? VDE_EV_PERSIST : 0, xl_on_timeout, e);
+    e->tok = vde_context_timeout_add(xl_ctx, e->persistent ? VDE_EV_PERSIST : 0, &tv, xl_on_timeout, e);
     if (!e->tok) {
       fail("xl: timeout_add", errno);
       continue;
@@ -367,7 +367,7 @@ static void xl_setup(pthread_t *loop_thread, pthread_t *adders) {
   CHECK_STATUS(CB_OK, cb_loop_handler(xl_loop, &h));
   CHECK(vde_context_new(&xl_ctx) == 0 && vde_context_init(xl_ctx, &h, NULL) == 0);
   struct timeval tv = {0, 5000}; /* keeps cb_loop_run going until cb_loop_stop; its count is the grace epoch */
-  CHECK(vde_context_timeout_add(xl_ctx, &tv, VDE_EV_PERSIST, xl_on_keepalive, NULL) != NULL);
+  CHECK(vde_context_timeout_add(xl_ctx, VDE_EV_PERSIST, &tv, xl_on_keepalive, NULL) != NULL);
   CHECK(pthread_create(loop_thread, NULL, xl_loop_thread, NULL) == 0);
   for (long i = 0; i < XL_ADDERS; i++) CHECK(pthread_create(&adders[i], NULL, xl_adder, (void *)i) == 0);
 }
@@ -850,7 +850,7 @@ static void *fh_adder(void *arg) {
       struct timeval tv = {0, 1000};
       errno = 0;
       void *tok = e->is_fd ? vde_context_event_add(fh_ctx, 1, VDE_EV_READ | persist, NULL, fh_on_event, e)
-                           : vde_context_timeout_add(fh_ctx, &tv, persist, fh_on_event, e);
+                           : vde_context_timeout_add(fh_ctx, persist, &tv, fh_on_event, e);
       if (!tok) {
         if (errno == EINVAL)
           atomic_fetch_add(&fh_add_refused, 1); /* the context was finished */
@@ -866,7 +866,7 @@ static void *fh_adder(void *arg) {
     static fhev dummy; /* never called */
     struct timeval tv = {0, 0};
     errno = 0;
-    if (vde_context_timeout_add(fh_ctx, &tv, 0, fh_on_event, &dummy) != NULL || errno != EINVAL)
+    if (vde_context_timeout_add(fh_ctx, 0, &tv, fh_on_event, &dummy) != NULL || errno != EINVAL)
       fail("fh: timeout_add after fini", errno);
     for (int j = 0; j < nmine; j++) {
       errno = 0;

@@ -111,8 +111,8 @@ int main(void) {
 
   struct timeval every = {0, 150000}, after = {1, 0};
   vde_context_event_add(ctx, pipefd[0], VDE_EV_READ | VDE_EV_PERSIST, NULL, on_readable, NULL);
-  vde_context_timeout_add(ctx, &every, VDE_EV_PERSIST, on_tick, NULL);
-  vde_context_timeout_add(ctx, &after, 0, on_done, NULL);
+  vde_context_timeout_add(ctx, VDE_EV_PERSIST, &every, on_tick, NULL);
+  vde_context_timeout_add(ctx, 0, &after, on_done, NULL);
   printf("3. running the built-in loop: a timer writes to a pipe, the pipe's reader publishes each line\n");
   cb_loop_run(lp);
 

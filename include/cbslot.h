@@ -636,10 +636,12 @@ int vde_context_new(struct vde_context **ctx);
 
 /**
  * Initialises `ctx` with a *copy* of `*handler` and a deep copy of `modules_path` (a NULL-terminated
- * array of strings, may be NULL). Nothing the caller passed is referenced after this returns.
+ * array of strings, may be NULL). Nothing the caller passed is referenced after this returns. The paths
+ * are kept for `vde_context_module_path`; no module is loaded. A context may be initialised again after
+ * `vde_context_fini` (as in VDE3).
  *
  * Returns 0, or -1 with errno EINVAL: `ctx` NULL, deleted or garbage; `handler` NULL or any of its four
- * functions NULL; `ctx` already initialised (re-init is an error, also after fini).
+ * functions NULL; `ctx` initialised already and not finished since (VDE3 returns 0 there and leaks).
  */
 int vde_context_init(struct vde_context *ctx, const struct vde_event_handler *handler, char **modules_path);
 
@@ -655,13 +657,15 @@ const char *vde_context_module_path(struct vde_context *ctx, size_t index);
  * A callback of `ctx` running on another thread is waited for, so none is running when this returns
  * (unless this is called from inside an event callback: then one that another thread is starting at that
  * moment may still run once — waiting there could deadlock two loops deleting each other's events).
- * Errors (errno EINVAL, nothing done): `ctx` NULL, deleted or garbage, or already finished.
+ * Errors (errno EINVAL, nothing done): `ctx` NULL, deleted or garbage, already finished, or never
+ * initialised (as in VDE3, a later init still works).
  */
 void vde_context_fini(struct vde_context *ctx);
 
 /**
- * Frees `ctx` (running `vde_context_fini` first if it is initialised). NULL is a no-op. A deleted or
- * garbage `ctx` sets errno EINVAL and does nothing. The memory goes once no other call on `ctx` is running.
+ * Frees `ctx`, running `vde_context_fini` first if it is initialised (VDE3 refuses to delete an
+ * initialised context and leaks it). NULL is a no-op. A deleted or garbage `ctx` sets errno EINVAL and
+ * does nothing. The memory goes once no other call on `ctx` is running.
  */
 void vde_context_delete(struct vde_context *ctx);
 
@@ -678,9 +682,10 @@ void *vde_context_event_add(struct vde_context *ctx, int fd, short events, const
 /**
  * Registers `cb(-1, VDE_EV_TIMEOUT, arg)` to run after `timeout` (repeatedly with `VDE_EV_PERSIST` in
  * `events`). Returns cbslot's token, or NULL with errno as for `vde_context_event_add` (`timeout` NULL is
- * EINVAL).
+ * EINVAL). The arguments are in VDE3's order, `events` before `timeout` (the handler struct's own
+ * `timeout_add` member takes `timeout` first, as in VDE3).
  */
-void *vde_context_timeout_add(struct vde_context *ctx, const struct timeval *timeout, short events, vde_event_cb cb, void *arg);
+void *vde_context_timeout_add(struct vde_context *ctx, short events, const struct timeval *timeout, vde_event_cb cb, void *arg);
 
 /**
  * Deletes an event registered with `vde_context_event_add` on `ctx`: its callback never runs again, and

@@ -250,7 +250,7 @@ class context {
     return ev;
   }
   void *timeout_add(const struct timeval *timeout, short events, vde_event_cb cb, void *arg) {
-    void *ev = vde_context_timeout_add(ctx_, timeout, events, cb, arg);
+    void *ev = vde_context_timeout_add(ctx_, events, timeout, cb, arg);
     detail::check_errno(ev == nullptr);
     return ev;
   }

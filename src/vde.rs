@@ -137,8 +137,10 @@ pub(crate) unsafe fn init(handle: u64, handler: Handler, modules: *const *const 
     }
     let ctx = context(handle)?;
     let mut g = ctx.inner.lock();
-    if g.state != State::New {
-        return Err(Error::InvalidArg("the context was already initialised"));
+    // as in VDE3, a finished context may be initialised again; an initialised one may not (VDE3 returns 0
+    // there and leaks what the first init set up)
+    if g.state == State::Ready {
+        return Err(Error::InvalidArg("the context is already initialised (vde_context_fini it first)"));
     }
     g.state = State::Ready;
     g.handler = Some(handler);
@@ -305,8 +307,11 @@ pub(crate) fn fini(handle: u64) -> Result<(), Error> {
     let ctx = context(handle)?;
     let events: Vec<u64> = {
         let mut g = ctx.inner.lock();
-        if g.state == State::Finished {
-            return Err(Error::InvalidArg("the context was already finished"));
+        match g.state {
+            State::Finished => return Err(Error::InvalidArg("the context was already finished")),
+            // as in VDE3, this changes nothing: a later init works
+            State::New => return Err(Error::InvalidArg("the context was never initialised")),
+            State::Ready => {}
         }
         g.state = State::Finished;
         g.modules.clear();
@@ -324,7 +329,7 @@ pub(crate) fn fini(handle: u64) -> Result<(), Error> {
 /// call using it returns.
 pub(crate) fn delete(handle: u64) -> Result<(), Error> {
     let state = context(handle)?.inner.lock().state;
-    if state != State::Finished {
+    if state == State::Ready {
         let _ = fini(handle);
     }
     CONTEXTS.remove(handle).map(drop).map_err(|_| Error::InvalidArg("not a live vde_context (deleted twice?)"))

@@ -10,7 +10,7 @@ static void cbslot_go_fire(uintptr_t cb, int fd, short events, uintptr_t arg) {
   ((vde_event_cb)cb)(fd, events, (void *)arg);
 }
 static uintptr_t cbslot_go_add(vde_context *ctx, int fd, short events, const struct timeval *tv, uintptr_t cb) {
-  void *ev = fd < 0 ? vde_context_timeout_add(ctx, tv, events, (vde_event_cb)cb, NULL)
+  void *ev = fd < 0 ? vde_context_timeout_add(ctx, events, tv, (vde_event_cb)cb, NULL)
                     : vde_context_event_add(ctx, fd, events, tv, (vde_event_cb)cb, NULL);
   return (uintptr_t)ev;
 }

@@ -83,11 +83,11 @@ int main(void) {
   user once_self = {ctx, NULL, 0, 1, 1, -1};         /* one-shot that deletes itself inside */
   struct timeval ms1 = {0, 1000}, ms2 = {0, 2000}, ms5 = {0, 5000};
   reader.self = vde_context_event_add(ctx, p[0], VDE_EV_READ | VDE_EV_PERSIST, NULL, on_event, &reader);
-  ticker.self = vde_context_timeout_add(ctx, &ms2, VDE_EV_PERSIST, on_event, &ticker);
-  once.self = vde_context_timeout_add(ctx, &ms5, 0, on_event, &once);
-  once_self.self = vde_context_timeout_add(ctx, &ms5, 0, on_event, &once_self);
+  ticker.self = vde_context_timeout_add(ctx, VDE_EV_PERSIST, &ms2, on_event, &ticker);
+  once.self = vde_context_timeout_add(ctx, 0, &ms5, on_event, &once);
+  once_self.self = vde_context_timeout_add(ctx, 0, &ms5, on_event, &once_self);
   writes_left = 8;
-  void *wt = vde_context_timeout_add(ctx, &ms1, VDE_EV_PERSIST, writer, NULL);
+  void *wt = vde_context_timeout_add(ctx, VDE_EV_PERSIST, &ms1, writer, NULL);
   CHECK(reader.self && ticker.self && once.self && once_self.self && wt);
 
   for (int i = 0; i < 2000 && (reader.calls < 5 || ticker.calls < 3 || once.calls < 1 || once_self.calls < 1); i++)

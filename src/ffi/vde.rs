@@ -103,10 +103,12 @@ pub extern "C" fn vde_context_new(ctx: *mut *mut vde_context) -> c_int {
 }
 
 /// Initialises `ctx` with a *copy* of `*handler` and a deep copy of `modules_path` (a NULL-terminated
-/// array of strings, may be NULL). Nothing the caller passed is referenced after this returns.
+/// array of strings, may be NULL). Nothing the caller passed is referenced after this returns. The paths
+/// are kept for `vde_context_module_path`; no module is loaded. A context may be initialised again after
+/// `vde_context_fini` (as in VDE3).
 ///
 /// Returns 0, or -1 with errno EINVAL: `ctx` NULL, deleted or garbage; `handler` NULL or any of its four
-/// functions NULL; `ctx` already initialised (re-init is an error, also after fini).
+/// functions NULL; `ctx` initialised already and not finished since (VDE3 returns 0 there and leaks).
 #[unsafe(no_mangle)]
 pub extern "C" fn vde_context_init(
     ctx: *mut vde_context,
@@ -153,14 +155,16 @@ pub extern "C" fn vde_context_module_path(ctx: *mut vde_context, index: usize) -
 /// A callback of `ctx` running on another thread is waited for, so none is running when this returns
 /// (unless this is called from inside an event callback: then one that another thread is starting at that
 /// moment may still run once — waiting there could deadlock two loops deleting each other's events).
-/// Errors (errno EINVAL, nothing done): `ctx` NULL, deleted or garbage, or already finished.
+/// Errors (errno EINVAL, nothing done): `ctx` NULL, deleted or garbage, already finished, or never
+/// initialised (as in VDE3, a later init still works).
 #[unsafe(no_mangle)]
 pub extern "C" fn vde_context_fini(ctx: *mut vde_context) {
     vde_void!("vde_context_fini", { vde::fini(handle_of(ctx)) })
 }
 
-/// Frees `ctx` (running `vde_context_fini` first if it is initialised). NULL is a no-op. A deleted or
-/// garbage `ctx` sets errno EINVAL and does nothing. The memory goes once no other call on `ctx` is running.
+/// Frees `ctx`, running `vde_context_fini` first if it is initialised (VDE3 refuses to delete an
+/// initialised context and leaks it). NULL is a no-op. A deleted or garbage `ctx` sets errno EINVAL and
+/// does nothing. The memory goes once no other call on `ctx` is running.
 #[unsafe(no_mangle)]
 pub extern "C" fn vde_context_delete(ctx: *mut vde_context) {
     vde_void!("vde_context_delete", {
@@ -191,12 +195,13 @@ pub extern "C" fn vde_context_event_add(
 
 /// Registers `cb(-1, VDE_EV_TIMEOUT, arg)` to run after `timeout` (repeatedly with `VDE_EV_PERSIST` in
 /// `events`). Returns cbslot's token, or NULL with errno as for `vde_context_event_add` (`timeout` NULL is
-/// EINVAL).
+/// EINVAL). The arguments are in VDE3's order, `events` before `timeout` (the handler struct's own
+/// `timeout_add` member takes `timeout` first, as in VDE3).
 #[unsafe(no_mangle)]
 pub extern "C" fn vde_context_timeout_add(
     ctx: *mut vde_context,
-    timeout: *const libc::timeval,
     events: c_short,
+    timeout: *const libc::timeval,
     cb: vde_event_cb,
     arg: *mut c_void,
 ) -> *mut c_void {
