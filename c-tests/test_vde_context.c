@@ -137,8 +137,8 @@ static void one_shot_timeouts_and_tokens_back_once(void) {
   nhost = 0;
   user once = {0}, every = {0};
   struct timeval tv = {0, 1000};
-  void *t1 = vde_context_timeout_add(ctx, &tv, 0, user_cb, &once);
-  void *t2 = vde_context_timeout_add(ctx, &tv, VDE_EV_PERSIST, user_cb, &every);
+  void *t1 = vde_context_timeout_add(ctx, 0, &tv, user_cb, &once);
+  void *t2 = vde_context_timeout_add(ctx, VDE_EV_PERSIST, &tv, user_cb, &every);
   CHECK(t1 && t2 && t1 != t2);
   host_fire(0, VDE_EV_TIMEOUT);
   CHECK(once.calls == 1 && once.last_fd == -1 && once.last_what == VDE_EV_TIMEOUT);
@@ -170,7 +170,7 @@ static void delete_inside_callback(void) {
   t.is_timeout = 1;
   struct timeval tv = {0, 1000};
   e.token = vde_context_event_add(ctx, 3, VDE_EV_READ | VDE_EV_PERSIST, NULL, user_cb, &e);
-  t.token = vde_context_timeout_add(ctx, &tv, VDE_EV_PERSIST, user_cb, &t);
+  t.token = vde_context_timeout_add(ctx, VDE_EV_PERSIST, &tv, user_cb, &t);
   host_fire(0, VDE_EV_READ);
   host_fire(1, VDE_EV_TIMEOUT);
   CHECK(e.calls == 1 && t.calls == 1);
@@ -195,14 +195,13 @@ static void fini_with_pending_events(void) {
   user u = {0};
   struct timeval tv = {1, 0};
   for (int i = 0; i < 10; i++) CHECK(vde_context_event_add(ctx, 10 + i, VDE_EV_READ | VDE_EV_PERSIST, &tv, user_cb, &u));
-  for (int i = 0; i < 5; i++) CHECK(vde_context_timeout_add(ctx, &tv, VDE_EV_PERSIST, user_cb, &u));
+  for (int i = 0; i < 5; i++) CHECK(vde_context_timeout_add(ctx, VDE_EV_PERSIST, &tv, user_cb, &u));
   vde_context_fini(ctx);
   for (int i = 0; i < 15; i++) CHECK(host[i].deleted == 1);
   for (int i = 0; i < 15; i++) host_fire(i, VDE_EV_READ); /* nothing fires after fini */
   CHECK(u.calls == 0);
   CHECK_ERRNO(vde_context_event_add(ctx, 1, VDE_EV_READ, NULL, user_cb, &u) == NULL, EINVAL);
   CHECK_ERRNO((vde_context_fini(ctx), 1), EINVAL); /* twice */
-  CHECK_ERRNO(vde_context_init(ctx, &h, NULL) == -1, EINVAL); /* no re-init after fini */
   vde_context_delete(ctx);
   for (int i = 0; i < 15; i++) CHECK(host[i].deleted == 1);
   /* delete without fini: fini happens first */
@@ -263,8 +262,8 @@ static void bad_inputs(void) {
   CHECK_ERRNO(vde_context_event_add(ctx, 1, VDE_EV_READ, NULL, NULL, &u) == NULL, EINVAL);
   CHECK_ERRNO(vde_context_event_add(ctx, -1, VDE_EV_READ, NULL, user_cb, &u) == NULL, EINVAL);
   CHECK_ERRNO(vde_context_event_add(ctx, 1, 0x100, NULL, user_cb, &u) == NULL, EINVAL);
-  CHECK_ERRNO(vde_context_timeout_add(ctx, NULL, 0, user_cb, &u) == NULL, EINVAL);
-  CHECK_ERRNO(vde_context_timeout_add(ctx, &tv, 0, NULL, &u) == NULL, EINVAL);
+  CHECK_ERRNO(vde_context_timeout_add(ctx, 0, NULL, user_cb, &u) == NULL, EINVAL);
+  CHECK_ERRNO(vde_context_timeout_add(ctx, 0, &tv, NULL, &u) == NULL, EINVAL);
   /* the host refuses: its errno comes through, and nothing is left registered */
   nhost = 0;
   host_fail_next = 1;
@@ -308,7 +307,7 @@ static void on_builtin_loop(void) {
   r.drain = 1;
   void *rt = vde_context_event_add(ctx, p[0], VDE_EV_READ | VDE_EV_PERSIST, NULL, user_cb, &r);
   struct timeval tv = {0, 2000};
-  t.token = vde_context_timeout_add(ctx, &tv, VDE_EV_PERSIST, user_cb, &t);
+  t.token = vde_context_timeout_add(ctx, VDE_EV_PERSIST, &tv, user_cb, &t);
   CHECK(rt && t.token);
   CHECK(write(p[1], "x", 1) == 1);
   size_t n = 0, pending = 0;
@@ -326,7 +325,41 @@ static void on_builtin_loop(void) {
   close(p[1]);
 }
 
+/* The lifecycle where VDE3 and cbslot could differ: each decision, as the README states it. */
+static void lifecycle_as_in_vde3(void) {
+  vde_event_handler h = fake_handler();
+  vde_context *ctx = NULL;
+  user u = {0};
+  struct timeval tv = {1, 0};
+  CHECK(vde_context_new(&ctx) == 0);
+  /* fini of a never-initialised context: refused (EINVAL, as VDE3 logs it), and a later init works */
+  CHECK_ERRNO((vde_context_fini(ctx), 1), EINVAL);
+  CHECK_LAST_ERROR("never initialised");
+  CHECK(vde_context_init(ctx, &h, NULL) == 0);
+  /* init of an initialised context: EINVAL (VDE3 returns 0 and leaks the first init's state) */
+  CHECK_ERRNO(vde_context_init(ctx, &h, NULL) == -1, EINVAL);
+  CHECK_LAST_ERROR("already initialised");
+  /* init after fini: works, as in VDE3, and the context is usable again */
+  nhost = 0;
+  CHECK(vde_context_timeout_add(ctx, VDE_EV_PERSIST, &tv, user_cb, &u) != NULL);
+  vde_context_fini(ctx);
+  CHECK(host[0].deleted == 1);
+  char path[] = "/nonexistent/modules";
+  char *paths[] = {path, NULL};
+  CHECK(vde_context_init(ctx, &h, paths) == 0); /* paths are copied; no module is loaded */
+  CHECK(strcmp(vde_context_module_path(ctx, 0), "/nonexistent/modules") == 0);
+  CHECK(vde_context_timeout_add(ctx, VDE_EV_PERSIST, &tv, user_cb, &u) != NULL);
+  host_fire(1, VDE_EV_TIMEOUT);
+  CHECK(u.calls == 1 && host[1].deleted == 0);
+  /* delete of an initialised context: fini first (VDE3 refuses and leaks it) */
+  vde_context_delete(ctx);
+  CHECK(host[1].deleted == 1);
+  host_fire(1, VDE_EV_TIMEOUT);
+  CHECK(u.calls == 1);
+}
+
 int main(void) {
+  lifecycle_as_in_vde3();
   handler_is_copied_and_paths_deep_copied();
   one_shot_timeouts_and_tokens_back_once();
   delete_inside_callback();
