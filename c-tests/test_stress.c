@@ -906,7 +906,7 @@ static void *fh_firer(void *arg) { /* the host's own thread, firing whatever tok
 static void *fh_coordinator(void *arg) {
   (void)arg;
   uint64_t seed = 999;
-  const vde_event_handler host = {fh_event_add, fh_host_del, fh_timeout_add, fh_host_del};
+  vde_event_handler host = {fh_event_add, fh_host_del, fh_timeout_add, fh_host_del};
   for (;;) {
     memset(fh_evs, 0, sizeof fh_evs);
     for (int i = 0; i < FH_TOKS; i++) atomic_store(&fh_toks[i], NULL);

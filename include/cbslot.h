@@ -10,9 +10,9 @@
 #include <sys/time.h>
 
 /** Version of the cbslot headers, from Cargo.toml. */
-#define CBSLOT_VERSION "0.1.0"
+#define CBSLOT_VERSION "0.2.0"
 #define CBSLOT_VERSION_MAJOR 0
-#define CBSLOT_VERSION_MINOR 1
+#define CBSLOT_VERSION_MINOR 2
 #define CBSLOT_VERSION_PATCH 0
 
 
@@ -636,18 +636,19 @@ int vde_context_new(struct vde_context **ctx);
 
 /**
  * Initialises `ctx` with a *copy* of `*handler` and a deep copy of `modules_path` (a NULL-terminated
- * array of strings, may be NULL). Nothing the caller passed is referenced after this returns. The paths
+ * array of strings, may be NULL). Nothing the caller passed is referenced after this returns, and
+ * `*handler` is only read (the parameter is not `const` only because VDE3 declares it so). The paths
  * are kept for `vde_context_module_path`; no module is loaded. A context may be initialised again after
  * `vde_context_fini` (as in VDE3).
  *
  * Returns 0, or -1 with errno EINVAL: `ctx` NULL, deleted or garbage; `handler` NULL or any of its four
  * functions NULL; `ctx` initialised already and not finished since (VDE3 returns 0 there and leaks).
  */
-int vde_context_init(struct vde_context *ctx, const struct vde_event_handler *handler, char **modules_path);
+int vde_context_init(struct vde_context *ctx, struct vde_event_handler *handler, char **modules_path);
 
 /**
  * The `index`-th module path copied by `vde_context_init`, or NULL past the end (errno untouched) or on
- * error (errno EINVAL). The string belongs to the context: valid until `vde_context_fini`/`_delete`.
+ * error (errno EINVAL). The string belongs to the context: valid until `vde_context_fini`, `_delete` or a re-init.
  */
 const char *vde_context_module_path(struct vde_context *ctx, size_t index);
 

@@ -232,7 +232,8 @@ class context {
  public:
   explicit context(const vde_event_handler &handler, char **modules_path = nullptr) {
     detail::check_errno(vde_context_new(&ctx_) != 0);
-    if (vde_context_init(ctx_, &handler, modules_path) != 0) {
+    vde_event_handler copy = handler; /* VDE3's init takes a non-const pointer; cbslot only reads it */
+    if (vde_context_init(ctx_, &copy, modules_path) != 0) {
       int e = errno;
       vde_context_delete(ctx_);
       errno = e;

@@ -52,6 +52,8 @@ enum State {
     New,
     Ready,
     Finished,
+    /// `vde_context_delete` has begun: never initialised again.
+    Deleted,
 }
 
 struct Inner {
@@ -72,7 +74,8 @@ struct EventRec {
     persistent: bool,
     cb: EventCb,
     arg: usize,
-    del: EventDel,
+    /// The host's del function for this event's token (set once, with the host the event is added to).
+    del: std::sync::OnceLock<EventDel>,
     life: Mutex<Life>,
     /// Signalled when a callback of this event returns (see `Life::running`).
     returned: Condvar,
@@ -139,8 +142,10 @@ pub(crate) unsafe fn init(handle: u64, handler: Handler, modules: *const *const 
     let mut g = ctx.inner.lock();
     // as in VDE3, a finished context may be initialised again; an initialised one may not (VDE3 returns 0
     // there and leaks what the first init set up)
-    if g.state == State::Ready {
-        return Err(Error::InvalidArg("the context is already initialised (vde_context_fini it first)"));
+    match g.state {
+        State::Ready => return Err(Error::InvalidArg("the context is already initialised (vde_context_fini it first)")),
+        State::Deleted => return Err(Error::InvalidArg("not a live vde_context (it is being deleted)")),
+        State::New | State::Finished => {}
     }
     g.state = State::Ready;
     g.handler = Some(handler);
@@ -166,31 +171,30 @@ pub(crate) fn add(
         return Err(Error::InvalidArg("unknown bits in events (allowed: VDE_EV_TIMEOUT|READ|WRITE|PERSIST)"));
     }
     let ctx = context(handle)?;
-    let handler = {
-        let g = ctx.inner.lock();
-        g.handler.filter(|_| g.state == State::Ready).ok_or(Error::InvalidArg("the context is not initialised (or was finished)"))?
-    };
     let rec = Arc::new(EventRec {
         context: handle,
         timeout: fd.is_none(),
         persistent: events & VDE_EV_PERSIST != 0,
         cb,
         arg: arg as usize,
-        del: if fd.is_some() { handler.event_del } else { handler.timeout_del },
+        del: std::sync::OnceLock::new(),
         life: Mutex::new(Life::default()),
         returned: Condvar::new(),
     });
     let ev = EVENTS.insert(rec.clone())?;
-    {
-        // the context's set and its state change together, so fini either sees this event or refuses it here
+    let handler = {
+        // The host, the context's state and its event set are read and changed together: fini (or a
+        // fini + init with another host) either sees this event or is seen here, never half of each.
         let mut g = ctx.inner.lock();
-        if g.state != State::Ready {
+        let Some(h) = g.handler.filter(|_| g.state == State::Ready) else {
             drop(g);
             drop(EVENTS.remove(ev));
-            return Err(Error::InvalidArg("the context was finished while the event was being added"));
-        }
+            return Err(Error::InvalidArg("the context is not initialised (or was finished)"));
+        };
+        let _ = rec.del.set(if fd.is_some() { h.event_del } else { h.timeout_del });
         g.events.insert(ev);
-    }
+        h
+    };
     let host_arg = ev as usize as *mut c_void;
     // SAFETY: host functions the caller installed; `fire` and the handle outlive the registration.
     let token = unsafe {
@@ -212,10 +216,15 @@ pub(crate) fn add(
         life.done && !core::mem::replace(&mut life.given_back, true)
     };
     if give_back {
-        // SAFETY: the host's own token, given back once.
-        unsafe { (rec.del)(token) };
+        // SAFETY: the host's own token, given back once, to the host that issued it.
+        unsafe { (handler_del(&rec))(token) };
     }
     Ok(ev)
+}
+
+/// The del function of the host an event was added to (set before its host add ran, so before any token).
+fn handler_del(rec: &EventRec) -> EventDel {
+    *rec.del.get().expect("set before the host's add")
 }
 
 /// Ends an event: no more callbacks (it waits for those running on other threads, unless this thread is
@@ -245,7 +254,7 @@ fn finish(ev: u64, rec: &EventRec) -> bool {
     drop(EVENTS.remove(ev));
     if let Some(t) = token {
         // SAFETY: the host's own token, given back exactly once (guarded by `given_back`).
-        unsafe { (rec.del)(t as *mut c_void) };
+        unsafe { (handler_del(rec))(t as *mut c_void) };
     }
     true
 }
@@ -308,7 +317,7 @@ pub(crate) fn fini(handle: u64) -> Result<(), Error> {
     let events: Vec<u64> = {
         let mut g = ctx.inner.lock();
         match g.state {
-            State::Finished => return Err(Error::InvalidArg("the context was already finished")),
+            State::Finished | State::Deleted => return Err(Error::InvalidArg("the context was already finished")),
             // as in VDE3, this changes nothing: a later init works
             State::New => return Err(Error::InvalidArg("the context was never initialised")),
             State::Ready => {}
@@ -317,20 +326,32 @@ pub(crate) fn fini(handle: u64) -> Result<(), Error> {
         g.modules.clear();
         g.events.drain().collect()
     };
+    finish_all(events);
+    Ok(())
+}
+
+/// Ends the events a fini or delete took out of its context.
+fn finish_all(events: Vec<u64>) {
     for ev in events {
         if let Ok(rec) = EVENTS.get(ev) {
             finish(ev, &rec);
         }
     }
-    Ok(())
 }
 
-/// `vde_context_delete`: finishes the context if needed, then removes it; the memory goes when the last
-/// call using it returns.
+/// `vde_context_delete`: ends the context for good (no init after this), finishes its events, then
+/// removes it; the memory goes when the last call using it returns.
 pub(crate) fn delete(handle: u64) -> Result<(), Error> {
-    let state = context(handle)?.inner.lock().state;
-    if state == State::Ready {
-        let _ = fini(handle);
-    }
+    let ctx = context(handle)?;
+    let events: Vec<u64> = {
+        let mut g = ctx.inner.lock();
+        if g.state == State::Deleted {
+            return Err(Error::InvalidArg("not a live vde_context (deleted twice?)"));
+        }
+        g.state = State::Deleted;
+        g.modules.clear();
+        g.events.drain().collect()
+    };
+    finish_all(events);
     CONTEXTS.remove(handle).map(drop).map_err(|_| Error::InvalidArg("not a live vde_context (deleted twice?)"))
 }

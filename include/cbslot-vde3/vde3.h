@@ -16,6 +16,11 @@
 
 #include <cbslot.h>
 
+/* what VDE3's <vde3.h> brings in with it */
+#include <stdarg.h>
+#include <sys/types.h>
+#include <syslog.h>
+
 /* VDE3's name for the event callback type (a later VDE3 fork, and cbslot, call it vde_event_cb). */
 typedef vde_event_cb event_cb;
 

@@ -103,7 +103,8 @@ pub extern "C" fn vde_context_new(ctx: *mut *mut vde_context) -> c_int {
 }
 
 /// Initialises `ctx` with a *copy* of `*handler` and a deep copy of `modules_path` (a NULL-terminated
-/// array of strings, may be NULL). Nothing the caller passed is referenced after this returns. The paths
+/// array of strings, may be NULL). Nothing the caller passed is referenced after this returns, and
+/// `*handler` is only read (the parameter is not `const` only because VDE3 declares it so). The paths
 /// are kept for `vde_context_module_path`; no module is loaded. A context may be initialised again after
 /// `vde_context_fini` (as in VDE3).
 ///
@@ -112,7 +113,7 @@ pub extern "C" fn vde_context_new(ctx: *mut *mut vde_context) -> c_int {
 #[unsafe(no_mangle)]
 pub extern "C" fn vde_context_init(
     ctx: *mut vde_context,
-    handler: *const vde_event_handler,
+    handler: *mut vde_event_handler,
     modules_path: *mut *mut c_char,
 ) -> c_int {
     vde_int!("vde_context_init", {
@@ -139,7 +140,7 @@ pub extern "C" fn vde_context_init(
 }
 
 /// The `index`-th module path copied by `vde_context_init`, or NULL past the end (errno untouched) or on
-/// error (errno EINVAL). The string belongs to the context: valid until `vde_context_fini`/`_delete`.
+/// error (errno EINVAL). The string belongs to the context: valid until `vde_context_fini`, `_delete` or a re-init.
 #[unsafe(no_mangle)]
 pub extern "C" fn vde_context_module_path(ctx: *mut vde_context, index: usize) -> *const c_char {
     ffi_value!("vde_context_module_path", core::ptr::null(), {
