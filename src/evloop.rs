@@ -15,7 +15,7 @@ use crate::callback::{CALLBACKS, RawFn};
 use crate::error::{Error, abort_on_panic, set_last_error};
 use crate::handle::{Kind, Slot};
 use crate::segvec::SegVec;
-use crate::sys::{Epoll, EventFd, set_errno};
+use crate::sys::{Epoll, EventFd, errno, set_errno};
 use crate::table::Table;
 use crate::vde::{EventCb, VDE_EV_PERSIST, VDE_EV_READ, VDE_EV_TIMEOUT, VDE_EV_WRITE};
 use core::ffi::{c_int, c_short, c_void};
@@ -344,9 +344,15 @@ pub(crate) fn free(handle: u64) -> Result<(), Error> {
 
 // ---- the four VDE3 functions, reached through cbslot entries whose userdata is the loop's handle ----
 
+/// Runs one of the four functions. As VDE3 functions do, a success leaves `errno` as the caller had it
+/// (a contended lock may have changed it); a failure sets it and `cb_last_error()`.
 fn loop_of(ud: *mut c_void, f: impl FnOnce(&Loop) -> Result<u64, Error>) -> *mut c_void {
+    let saved = errno();
     abort_on_panic("panic in the built-in loop", || match get(ud as usize as u64).and_then(|lp| f(&lp)) {
-        Ok(id) => id as usize as *mut c_void,
+        Ok(id) => {
+            set_errno(saved);
+            id as usize as *mut c_void
+        }
         Err(e) => {
             set_last_error("cb_loop (vde_event_handler)", format_args!("{e}"));
             if !matches!(e, Error::Host(_)) {

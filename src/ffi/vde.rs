@@ -60,18 +60,27 @@ fn handle_of(ctx: *mut vde_context) -> u64 {
     ctx as usize as u64
 }
 
+/// Runs a VDE function's body. On success `errno` is left as the caller had it (a contended lock or a
+/// system call inside may have changed it); on failure `errno` and `cb_last_error()` say why.
+fn vde_run<T>(name: &str, body: impl FnOnce() -> Result<T, Error>) -> Option<T> {
+    let saved = errno();
+    match body() {
+        Ok(v) => {
+            set_errno(saved);
+            Some(v)
+        }
+        Err(e) => {
+            fail(name, e);
+            None
+        }
+    }
+}
+
 /// Runs an `int`-returning VDE function body: `Ok` -> 0, `Err` -> -1 with errno and `cb_last_error()`.
 macro_rules! vde_int {
     ($name:literal, $body:block) => {
         ffi_value!($name, { set_errno(libc::EIO); -1 }, {
-            let run = || -> Result<(), Error> { $body };
-            match run() {
-                Ok(()) => 0,
-                Err(e) => {
-                    fail($name, e);
-                    -1
-                }
-            }
+            vde_run($name, || -> Result<(), Error> { $body }).map_or(-1, |()| 0)
         })
     };
 }
@@ -80,10 +89,7 @@ macro_rules! vde_int {
 macro_rules! vde_void {
     ($name:literal, $body:block) => {
         ffi_value!($name, set_errno(libc::EIO), {
-            let run = || -> Result<(), Error> { $body };
-            if let Err(e) = run() {
-                fail($name, e);
-            }
+            vde_run($name, || -> Result<(), Error> { $body });
         })
     };
 }
@@ -229,13 +235,7 @@ fn add(
             }
             vde::add(handle_of(ctx), fd, events, timeout, cb, arg)
         };
-        run().map_or_else(
-            |e| {
-                fail(name, e);
-                core::ptr::null_mut()
-            },
-            |ev| ev as usize as *mut c_void,
-        )
+        vde_run(name, run).map_or(core::ptr::null_mut(), |ev| ev as usize as *mut c_void)
     })
 }
 
