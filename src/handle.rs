@@ -137,7 +137,7 @@ fn held_for(s: u64, tag: u32) -> bool {
 
 /// Which reference a `drop_ref` gives up.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Drop {
+enum Ref {
     /// A reference of a live handle (`cb_handle_release`).
     Release,
     /// The owner's reference: the handle is invalid from now on.
@@ -269,19 +269,19 @@ impl Registry {
 
     /// Drops a reference; the last one frees the slot and runs `destroy(ptr)` (outside any lock).
     pub(crate) fn release(&self, handle: u64) -> Result<(), Error> {
-        self.drop_ref(handle, Drop::Release)
+        self.drop_ref(handle, Ref::Release)
     }
 
     /// Drops the owner's reference and makes `handle` invalid at once: `get`, `retain`, `release` and
     /// `remove` fail from now on. References taken by `retain` stay good until `unpin`; the last reference
     /// frees the slot and runs `destroy(ptr)`.
     pub(crate) fn remove(&self, handle: u64) -> Result<(), Error> {
-        self.drop_ref(handle, Drop::Remove)
+        self.drop_ref(handle, Ref::Remove)
     }
 
     /// Drops a reference taken by `retain`, whether or not the handle has been removed since.
     pub(crate) fn unpin(&self, handle: u64) {
-        let _ = self.drop_ref(handle, Drop::Unpin);
+        let _ = self.drop_ref(handle, Ref::Unpin);
     }
 
     /// The pointer of a handle the caller holds a reference to (from `retain`), even if it was removed.
@@ -289,18 +289,18 @@ impl Registry {
         self.slots.get(handle as u32).map_or(core::ptr::null_mut(), |slot| slot.ptr.load(Acquire) as *mut c_void)
     }
 
-    fn drop_ref(&self, handle: u64, how: Drop) -> Result<(), Error> {
+    fn drop_ref(&self, handle: u64, how: Ref) -> Result<(), Error> {
         let slot = self.lookup(handle)?;
         let (_, generation, index) = unpack(handle);
         let mut s = slot.state.load(Relaxed);
         loop {
-            let ok = if how == Drop::Unpin { held_for(s, tag_of(handle)) } else { live_for(s, tag_of(handle)) };
+            let ok = if how == Ref::Unpin { held_for(s, tag_of(handle)) } else { live_for(s, tag_of(handle)) };
             if !ok {
                 return Err(self.why_invalid(handle));
             }
             // the last reference moves the slot on to the next generation in the same step
             // (a free slot's upper half holds just the generation its next object will get)
-            let closed = if how == Drop::Remove { CLOSED } else { 0 };
+            let closed = if how == Ref::Remove { CLOSED } else { 0 };
             let next = if refs_of(s) > 1 { (s - 1) | closed } else { state(generation + 1, 0) };
             match slot.state.compare_exchange_weak(s, next, AcqRel, Relaxed) {
                 Ok(_) if refs_of(s) > 1 => return Ok(()),

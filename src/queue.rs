@@ -514,7 +514,7 @@ impl Queue {
     /// Returns true if the queue is (still) empty, false if a post slipped in (the fd stays readable).
     /// Without `force`, an armed queue whose fd no post has written since is left as it is (no system call).
     fn idle(&self, force: bool) -> bool {
-        if self.enqueue.load(Acquire) & CLOSED != 0 {
+        if self.is_closed() {
             return self.empty(); // a closed queue's fd stays readable
         }
         if !force && self.armed.load(SeqCst) && !self.signalled.load(SeqCst) {
@@ -547,24 +547,23 @@ impl Queue {
         self.fd.raw()
     }
 
-    /// Records the events pending now in the high-water mark.
-    fn sample_pending(&self) -> u64 {
+    /// Records the events pending now in the high-water mark; returns (posted so far, pending now).
+    fn sample_pending(&self) -> (u64, u64) {
         let enq = self.enqueue.load(Acquire) & !CLOSED;
         let pending = enq - self.dequeue.load(Relaxed).min(enq);
         self.high_water.fetch_max(pending, Relaxed);
-        pending
+        (enq, pending)
     }
 
     pub(crate) fn stats(&self) -> cb_queue_stats {
-        self.sample_pending();
-        let enq = self.enqueue.load(Acquire) & !CLOSED;
+        let (posted, pending) = self.sample_pending();
         cb_queue_stats {
-            posted: enq,
+            posted,
             delivered: self.delivered.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             full_rejections: self.full.load(Relaxed),
             high_water: self.high_water.load(Relaxed),
-            pending: enq - self.dequeue.load(Relaxed).min(enq),
+            pending,
             capacity: self.mask + 1,
         }
     }

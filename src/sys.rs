@@ -16,6 +16,14 @@ pub(crate) fn set_errno(e: c_int) {
     unsafe { *libc::__errno_location() = e };
 }
 
+/// Runs `f` (system calls whose failure is not the caller's) and leaves `errno` as it was before.
+fn keeping_errno<R>(f: impl FnOnce() -> R) -> R {
+    let saved = errno();
+    let out = f();
+    set_errno(saved);
+    out
+}
+
 /// The calling thread's kernel id (never 0).
 pub(crate) fn thread_id() -> u64 {
     // SAFETY: plain system call with no arguments.
@@ -44,27 +52,24 @@ impl EventFd {
 
     /// Makes the descriptor readable. Leaves `errno` as it was.
     pub(crate) fn signal(&self) {
-        let (saved, one) = (errno(), 1u64);
+        let one = 1u64;
         // SAFETY: writing 8 bytes from a local to our descriptor.
-        unsafe { libc::write(self.raw(), (&one as *const u64).cast(), 8) };
-        set_errno(saved);
+        keeping_errno(|| unsafe { libc::write(self.raw(), (&one as *const u64).cast(), 8) });
     }
 
     /// Makes it unreadable again (until the next `signal`). Leaves `errno` as it was (EAGAIN when it
     /// was not readable is no failure).
     pub(crate) fn reset(&self) {
-        let (saved, mut buf) = (errno(), 0u64);
+        let mut buf = 0u64;
         // SAFETY: reading 8 bytes into a local from our non-blocking descriptor.
-        unsafe { libc::read(self.raw(), (&mut buf as *mut u64).cast(), 8) };
-        set_errno(saved);
+        keeping_errno(|| unsafe { libc::read(self.raw(), (&mut buf as *mut u64).cast(), 8) });
     }
 
     /// Waits up to `wait` for it to become readable (or for a signal to interrupt the wait).
     pub(crate) fn wait_readable(&self, wait: Option<Duration>) {
-        let (saved, mut pfd) = (errno(), libc::pollfd { fd: self.raw(), events: libc::POLLIN, revents: 0 });
+        let mut pfd = libc::pollfd { fd: self.raw(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one pollfd on our descriptor.
-        unsafe { libc::poll(&mut pfd, 1, timeout_ms(wait)) };
-        set_errno(saved);
+        keeping_errno(|| unsafe { libc::poll(&mut pfd, 1, timeout_ms(wait)) });
     }
 
     pub(crate) fn raw(&self) -> RawFd {
@@ -85,20 +90,17 @@ impl Epoll {
     /// `EPOLL_CTL_ADD` / `_MOD` / `_DEL` of `fd` with `events`, tagged `data`; the OS error on failure.
     /// Leaves `errno` as it was (a caller that reports the failure sets it).
     pub(crate) fn ctl(&self, op: c_int, fd: RawFd, events: u32, data: u64) -> Result<(), c_int> {
-        let (saved, mut ev) = (errno(), libc::epoll_event { events, u64: data });
+        let mut ev = libc::epoll_event { events, u64: data };
         // SAFETY: our epoll descriptor and a local event (ignored by EPOLL_CTL_DEL).
-        let out = if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) } == 0 { Ok(()) } else { Err(errno()) };
-        set_errno(saved);
-        out
+        keeping_errno(|| if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) } == 0 { Ok(()) } else { Err(errno()) })
     }
 
     /// Waits up to `wait` for events; returns those that are ready (none on EINTR). Leaves `errno` as it
     /// was, so a successful round does not leave a failure behind.
     pub(crate) fn wait<'a>(&self, buf: &'a mut [libc::epoll_event], wait: Option<Duration>) -> &'a [libc::epoll_event] {
-        let saved = errno();
+        let len = buf.len().min(c_int::MAX as usize) as c_int;
         // SAFETY: our epoll descriptor and a buffer of `buf.len()` events.
-        let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), buf.as_mut_ptr(), buf.len().min(c_int::MAX as usize) as c_int, timeout_ms(wait)) };
-        set_errno(saved);
+        let n = keeping_errno(|| unsafe { libc::epoll_wait(self.0.as_raw_fd(), buf.as_mut_ptr(), len, timeout_ms(wait)) });
         &buf[..n.max(0) as usize]
     }
 }

@@ -111,8 +111,9 @@ impl<T: Send + Sync> Table<T> {
         let inside = inflight::pin(p as usize).ok_or(Error::Capacity("this thread holds too many pins"))?;
         // Validated again after the marker: a `remove` that made the handle invalid after this point waits
         // for the marker before it drops the table's reference; one that did so before is seen here.
-        if self.reg.get(handle) != Ok(p) {
-            return Err(self.reg.get(handle).err().unwrap_or(Error::InvalidHandle(handle, "was removed")));
+        match self.reg.get(handle) {
+            Ok(q) if q == p => {}
+            other => return Err(other.err().unwrap_or(Error::InvalidHandle(handle, "was removed"))),
         }
         // SAFETY: see above: the table's `Arc` stays alive while `inside` is held.
         Ok(Pinned { obj: unsafe { &*(p as *const T) }, _inside: inside, _t: PhantomData })

@@ -313,45 +313,38 @@ pub(crate) extern "C" fn fire(fd: c_int, events: c_short, arg: *mut c_void) {
 
 /// `vde_context_fini`: ends every event still registered (through the host's del functions).
 pub(crate) fn fini(handle: u64) -> Result<(), Error> {
-    let ctx = context(handle)?;
-    let events: Vec<u64> = {
-        let mut g = ctx.inner.lock();
-        match g.state {
-            State::Finished | State::Deleted => return Err(Error::InvalidArg("the context was already finished")),
-            // as in VDE3, this changes nothing: a later init works
-            State::New => return Err(Error::InvalidArg("the context was never initialised")),
-            State::Ready => {}
-        }
-        g.state = State::Finished;
-        g.modules.clear();
-        g.events.drain().collect()
-    };
-    finish_all(events);
-    Ok(())
-}
-
-/// Ends the events a fini or delete took out of its context.
-fn finish_all(events: Vec<u64>) {
-    for ev in events {
-        if let Ok(rec) = EVENTS.get(ev) {
-            finish(ev, &rec);
-        }
-    }
+    end(&*context(handle)?, State::Finished)
 }
 
 /// `vde_context_delete`: ends the context for good (no init after this), finishes its events, then
 /// removes it; the memory goes when the last call using it returns.
 pub(crate) fn delete(handle: u64) -> Result<(), Error> {
-    let ctx = context(handle)?;
+    end(&*context(handle)?, State::Deleted)?;
+    CONTEXTS.remove(handle).map(drop).map_err(|_| Error::InvalidArg("not a live vde_context (deleted twice?)"))
+}
+
+/// Moves a context to `to` (`Finished` or `Deleted`) and ends every event still registered, in one
+/// decision under the context's lock, so no init or add can slip in between.
+fn end(ctx: &Context, to: State) -> Result<(), Error> {
     let events: Vec<u64> = {
         let mut g = ctx.inner.lock();
-        if g.state == State::Deleted {
-            return Err(Error::InvalidArg("not a live vde_context (deleted twice?)"));
+        match (g.state, to) {
+            (State::Deleted, State::Deleted) => return Err(Error::InvalidArg("not a live vde_context (deleted twice?)")),
+            (State::Finished | State::Deleted, State::Finished) => {
+                return Err(Error::InvalidArg("the context was already finished"));
+            }
+            // as in VDE3, this changes nothing: a later init works
+            (State::New, State::Finished) => return Err(Error::InvalidArg("the context was never initialised")),
+            _ => {}
         }
-        g.state = State::Deleted;
+        g.state = to;
         g.modules.clear();
         g.events.drain().collect()
     };
-    finish_all(events);
-    CONTEXTS.remove(handle).map(drop).map_err(|_| Error::InvalidArg("not a live vde_context (deleted twice?)"))
+    for ev in events {
+        if let Ok(rec) = EVENTS.get(ev) {
+            finish(ev, &rec);
+        }
+    }
+    Ok(())
 }
