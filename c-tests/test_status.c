@@ -5,7 +5,8 @@
 
 _Static_assert(CB_OK == 0 && CB_ERR_NULL_ARG == 1 && CB_ERR_INVALID_HANDLE == 2 && CB_ERR_CAPACITY == 3 &&
                    CB_ERR_NO_MEMORY == 4 && CB_ERR_UNSUPPORTED == 5 && CB_ERR_INVALID_ARG == 6 &&
-                   CB_ERR_WOULD_DEADLOCK == 7 && CB_ERR_PANIC == 8 && CB_ERR_CLOSED == 9 && CB_ERR_TIMEOUT == 10,
+                   CB_ERR_WOULD_DEADLOCK == 7 && CB_ERR_PANIC == 8 && CB_ERR_CLOSED == 9 && CB_ERR_TIMEOUT == 10 &&
+                   CB_ERR_SYSTEM == 11,
                "status numbers are part of the ABI");
 _Static_assert(sizeof(cb_handle) == 8, "cb_handle is 64-bit");
 
@@ -23,15 +24,16 @@ static void *fresh_thread(void *arg) {
 int main(void) {
   const char *names[] = {"CB_OK", "CB_ERR_NULL_ARG", "CB_ERR_INVALID_HANDLE", "CB_ERR_CAPACITY",
                          "CB_ERR_NO_MEMORY", "CB_ERR_UNSUPPORTED", "CB_ERR_INVALID_ARG",
-                         "CB_ERR_WOULD_DEADLOCK", "CB_ERR_PANIC", "CB_ERR_CLOSED", "CB_ERR_TIMEOUT"};
-  for (int s = 0; s <= 10; s++) {
+                         "CB_ERR_WOULD_DEADLOCK", "CB_ERR_PANIC", "CB_ERR_CLOSED", "CB_ERR_TIMEOUT",
+                         "CB_ERR_SYSTEM"};
+  for (int s = 0; s <= 11; s++) {
     const char *text = cb_status_str((cb_status)s);
     CHECK(text != NULL);
     CHECK(strncmp(text, names[s], strlen(names[s])) == 0);
     CHECK(text[strlen(names[s])] == ':');
     CHECK(cb_status_str((cb_status)s) == text); /* static: the same pointer every time */
   }
-  int unknown[] = {-1, 11, 100, 0x7fffffff, (int)0x80000000};
+  int unknown[] = {-1, 12, 100, 0x7fffffff, (int)0x80000000};
   for (size_t i = 0; i < sizeof unknown / sizeof *unknown; i++) {
     const char *text = cb_status_str((cb_status)unknown[i]);
     CHECK(text != NULL);

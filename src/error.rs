@@ -37,6 +37,10 @@ pub enum cb_status {
     CB_ERR_CLOSED = 9,
     /// A wait timed out.
     CB_ERR_TIMEOUT = 10,
+    /// A system call failed for a reason other than memory (no free file descriptor, a mapping refused):
+    /// `cb_last_error()` says which call, with the system's error text. A later call may succeed once the
+    /// resource is back.
+    CB_ERR_SYSTEM = 11,
 }
 
 /// A `cb_status` as C passes it in: any integer, since a C enum may hold values outside its list.
@@ -59,6 +63,7 @@ pub(crate) fn status_text(status: u32) -> Option<&'static str> {
         8 => "CB_ERR_PANIC: internal error in cbslot (a bug; please report it)\0",
         9 => "CB_ERR_CLOSED: the queue is closed\0",
         10 => "CB_ERR_TIMEOUT: the wait timed out\0",
+        11 => "CB_ERR_SYSTEM: a system call failed (see cb_last_error)\0",
         _ => return None,
     })
 }
@@ -88,6 +93,8 @@ pub(crate) enum Error {
     Closed(&'static str),
     /// A wait timed out.
     Timeout(&'static str),
+    /// A system call failed: what was being done, and errno.
+    System(&'static str, i32),
 }
 
 impl Error {
@@ -103,6 +110,7 @@ impl Error {
             Error::Host(_) => cb_status::CB_ERR_INVALID_ARG,
             Error::Closed(_) => cb_status::CB_ERR_CLOSED,
             Error::Timeout(_) => cb_status::CB_ERR_TIMEOUT,
+            Error::System(..) => cb_status::CB_ERR_SYSTEM,
         }
     }
 }
@@ -114,6 +122,7 @@ impl fmt::Display for Error {
             Error::InvalidHandle(h, why) => write!(f, "handle {h:#018x} {why}"),
             Error::Capacity(what) => write!(f, "{what}"),
             Error::NoMemory(what) => write!(f, "out of memory: {what}"),
+            Error::System(what, errno) => write!(f, "{what}: {}", std::io::Error::from_raw_os_error(*errno)),
             Error::InvalidArg(what)
             | Error::Unsupported(what)
             | Error::WouldDeadlock(what)
@@ -255,10 +264,10 @@ mod tests {
 
     #[test]
     fn every_status_has_text_and_unknown_does_not() {
-        for s in 0..=10 {
+        for s in 0..=11 {
             assert!(status_text(s).unwrap().ends_with('\0'));
         }
-        assert!(status_text(11).is_none());
+        assert!(status_text(12).is_none());
         assert!(status_text(u32::MAX).is_none());
     }
 

@@ -142,7 +142,7 @@ pub(crate) fn new_loop() -> Result<u64, Error> {
         ]
     };
     for f in fns {
-        match CALLBACKS.register(f, handle as usize as *mut c_void, None) {
+        match CALLBACKS.register(f, handle as usize as *mut c_void, None, 0) {
             Ok(pair) => lp.entries.lock().push(pair),
             Err(e) => {
                 drop(LOOPS.remove(handle)); // its Drop unregisters what was registered

@@ -11,8 +11,10 @@
 //!   runs [`scan`]: a process-wide barrier (`membarrier(PRIVATE_EXPEDITED)`), then a read of every record.
 //!   The barrier makes every thread's earlier marker stores visible and every later `fn` load see the
 //!   clear, so a slot that no record names is not inside `fn` anywhere, and never will be again.
-//! * A thread nested deeper than [`DEPTH_MAX`] callbacks counts the rest in `overflow`; while any thread's
-//!   `overflow` is non-zero, scans report every slot as in flight (correct, only slower to reclaim).
+//! * A record holds [`DEPTH_MAX`] cells in place; a thread nested deeper gets more cells a page at a time
+//!   ([`deep_cell_for_dispatcher`]), kept with the record, so nesting at any depth is tracked slot by slot.
+//!   Only if such a page cannot be had does the record count as "inside everything" while that deep
+//!   (correct, only slower to reclaim).
 //!
 //! Records are never freed: a thread's record goes back to the pool when the thread exits (a pthread key
 //! destructor, which also clears it, so a thread that exits inside a callback does not pin that slot), and
@@ -26,13 +28,19 @@ use std::sync::Once;
 /// Nesting depth a record tracks slot by slot.
 pub(crate) const DEPTH_MAX: usize = 61;
 
-/// One thread's in-flight record. The dispatcher (assembly) reads and writes `depth`, `overflow` and
-/// `stack` at their `offset_of!` offsets.
+/// One thread's in-flight record. The dispatcher (assembly) reads and writes `depth` and `stack` at their
+/// `offset_of!` offsets.
 #[repr(C, align(64))]
 pub(crate) struct Rec {
+    /// Callback nesting depth: `stack[..depth]`, then the deep pages, name the slots the thread is inside.
     pub(crate) depth: AtomicUsize,
-    pub(crate) overflow: AtomicUsize,
     pub(crate) stack: [AtomicUsize; DEPTH_MAX],
+    /// Cells for nesting deeper than `DEPTH_MAX`, one page after another; written only by the owner.
+    deep: AtomicPtr<Deep>,
+    /// A deep page could not be mapped: frames past the pages went to `spill`, so while `depth` exceeds
+    /// what the pages hold, the record counts as inside every slot.
+    lost: AtomicBool,
+    spill: AtomicUsize,
     /// Objects this thread has pinned ([`pin`]), 0 = free. Apart from the callback stack, so a thread deep
     /// in callbacks neither hides a pin nor makes every object look pinned.
     pins: [AtomicUsize; PINS],
@@ -42,6 +50,48 @@ pub(crate) struct Rec {
 
 /// Pins one thread may hold at once (a queue post holds one, and runs no user code meanwhile).
 const PINS: usize = 2;
+
+/// One page of cells for deep nesting.
+#[repr(C)]
+struct Deep {
+    next: AtomicPtr<Deep>,
+    cells: [AtomicUsize; DEEP_CELLS],
+}
+const DEEP_CELLS: usize = 4096 / 8 - 1;
+
+impl Rec {
+    /// The slots this record names, if the thread is `depth` deep; `None` if some of them were lost.
+    fn frames(&self, depth: usize) -> Option<impl Iterator<Item = &AtomicUsize>> {
+        let mut deep = depth.saturating_sub(DEPTH_MAX);
+        let mut page = self.deep.load(Acquire);
+        let pages = core::iter::from_fn(move || {
+            // SAFETY: deep pages are never freed; a null link ends the list.
+            let p = unsafe { page.as_ref()? };
+            let n = deep.min(DEEP_CELLS);
+            (n > 0).then(|| {
+                deep -= n;
+                page = p.next.load(Acquire);
+                &p.cells[..n]
+            })
+        });
+        let all_there = !(self.lost.load(Acquire) && depth > DEPTH_MAX);
+        all_there.then(|| self.stack[..depth.min(DEPTH_MAX)].iter().chain(pages.flatten()))
+    }
+
+    /// True if the record names `slot` (or has lost track of what it is inside).
+    fn inside(&self, slot: usize, order: core::sync::atomic::Ordering) -> bool {
+        match self.frames(self.depth.load(order)) {
+            Some(mut frames) => frames.any(|s| s.load(order) == slot),
+            None => true,
+        }
+    }
+
+    fn reset(&self) {
+        self.depth.store(0, Release);
+        self.lost.store(false, Release);
+        self.pins.iter().for_each(|p| p.store(0, Release));
+    }
+}
 
 /// Every record ever made (a push-only list).
 static RECORDS: AtomicPtr<Rec> = AtomicPtr::new(ptr::null_mut());
@@ -67,9 +117,7 @@ pub(crate) fn current() -> Option<&'static Rec> {
 unsafe extern "C" fn thread_exit(rec: *mut libc::c_void) {
     // SAFETY: the key's value is always a leaked record.
     let rec = unsafe { &*(rec as *const Rec) };
-    rec.depth.store(0, Release);
-    rec.overflow.store(0, Release);
-    rec.pins.iter().for_each(|p| p.store(0, Release));
+    rec.reset();
     // SAFETY: TLS is still in place while pthread key destructors run.
     unsafe { *crate::callback::arch::tls_rec_slot() = ptr::null_mut() };
     rec.in_use.store(false, Release);
@@ -85,8 +133,10 @@ pub(crate) fn acquire() -> &'static Rec {
     let rec = records().find(|r| r.in_use.compare_exchange(false, true, Acquire, Relaxed).is_ok()).unwrap_or_else(|| {
         let r: &'static Rec = Box::leak(Box::new(Rec {
             depth: AtomicUsize::new(0),
-            overflow: AtomicUsize::new(0),
             stack: [const { AtomicUsize::new(0) }; DEPTH_MAX],
+            deep: AtomicPtr::new(ptr::null_mut()),
+            lost: AtomicBool::new(false),
+            spill: AtomicUsize::new(0),
             pins: [const { AtomicUsize::new(0) }; PINS],
             in_use: AtomicBool::new(true),
             next: AtomicPtr::new(ptr::null_mut()),
@@ -108,9 +158,51 @@ pub(crate) fn acquire() -> &'static Rec {
     rec
 }
 
-/// Called by the dispatcher on a thread's first call (all argument registers saved around it).
-pub(crate) extern "C" fn acquire_for_dispatcher() -> *const Rec {
+/// Called by the dispatcher on a thread's first call (all argument registers saved around it; the argument
+/// is not used).
+pub(crate) extern "C" fn acquire_for_dispatcher(_: usize) -> *const Rec {
     crate::error::abort_on_panic("could not set up this thread's in-flight record", acquire)
+}
+
+/// Called by the dispatcher (all argument registers saved around it) when it has pushed depth `depth`,
+/// past the record's own cells: the cell to write the slot to. Maps the next page when needed, with a system
+/// call only, so it is as safe in a signal handler as the dispatcher itself.
+pub(crate) extern "C" fn deep_cell_for_dispatcher(depth: usize) -> *const AtomicUsize {
+    crate::error::abort_on_panic("could not track a deep callback", || {
+        let rec = current().expect("the dispatcher has a record");
+        let mut i = depth - DEPTH_MAX - 1;
+        let mut link = &rec.deep;
+        loop {
+            let mut page = link.load(Acquire);
+            if page.is_null() {
+                // SAFETY: a fresh anonymous page, zeroed: a valid `Deep` (atomics and a null link).
+                page = unsafe {
+                    let p = libc::mmap(ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+                    if p == libc::MAP_FAILED {
+                        rec.lost.store(true, Release);
+                        return &rec.spill as *const AtomicUsize;
+                    }
+                    p as *mut Deep
+                };
+                link.store(page, Release);
+            }
+            // SAFETY: deep pages are never freed.
+            let p = unsafe { &*page };
+            if i < DEEP_CELLS {
+                return &p.cells[i] as *const AtomicUsize;
+            }
+            i -= DEEP_CELLS;
+            link = &p.next;
+        }
+    })
+}
+
+/// An unwinder is leaving a dispatcher frame without running its epilogue (an exception or a forced
+/// unwind went through a callback): the thread's depth goes back to what that frame found.
+pub(crate) fn unwound_to(depth: usize) {
+    if let Some(rec) = current() {
+        rec.depth.store(depth, Release);
+    }
 }
 
 /// Pins the object at `addr` for the calling thread until the returned guard drops: a
@@ -173,16 +265,14 @@ pub(crate) fn backoff(round: &mut u32) {
 pub(crate) fn after_fork_in_child() {
     let mine = current().map_or(ptr::null(), |r| r as *const Rec);
     for r in records().filter(|r| !ptr::eq(*r, mine)) {
-        r.depth.store(0, Relaxed);
-        r.overflow.store(0, Relaxed);
-        r.pins.iter().for_each(|p| p.store(0, Relaxed));
+        r.reset();
         r.in_use.store(false, Release);
     }
 }
 
 /// Slots that were inside a call at the moment of the scan's barrier.
 pub(crate) struct InFlight {
-    /// Some thread nested past DEPTH_MAX: treat every slot as in flight.
+    /// Some thread lost track of its deep frames: treat every slot as in flight.
     pub(crate) all: bool,
     slots: Vec<usize>,
 }
@@ -198,20 +288,18 @@ pub(crate) fn scan() -> InFlight {
     heavy_barrier();
     let mut out = InFlight { all: false, slots: Vec::new() };
     for r in records() {
-        out.all |= r.overflow.load(Acquire) != 0;
-        let depth = r.depth.load(Acquire).min(DEPTH_MAX);
-        out.slots.extend(r.stack[..depth].iter().map(|s| s.load(Acquire)));
+        match r.frames(r.depth.load(Acquire)) {
+            Some(frames) => out.slots.extend(frames.map(|s| s.load(Acquire))),
+            None => out.all = true,
+        }
     }
     out.slots.sort_unstable();
     out
 }
 
-/// True if the calling thread is inside the slot at data address `slot` (or nested too deep to tell).
+/// True if the calling thread is inside the slot at data address `slot` (or has lost track of its frames).
 pub(crate) fn inside_on_this_thread(slot: usize) -> bool {
-    current().is_some_and(|r| {
-        let depth = r.depth.load(Relaxed).min(DEPTH_MAX);
-        r.overflow.load(Relaxed) != 0 || r.stack[..depth].iter().any(|s| s.load(Relaxed) == slot)
-    })
+    current().is_some_and(|r| r.inside(slot, Relaxed))
 }
 
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;

@@ -274,7 +274,7 @@ pub(crate) fn entry(sink: u64, len_is_int: bool) -> Result<usize, Error> {
         }
     };
     // registered before taking the entry list's lock: registering may run the user's watermark function
-    let (h, entry) = CALLBACKS.register(f, sink as usize as *mut c_void, None)?;
+    let (h, entry) = CALLBACKS.register(f, sink as usize as *mut c_void, None, 0)?;
     let mut entries = s.entries.lock();
     if entries.try_reserve(1).is_err() {
         drop(entries);

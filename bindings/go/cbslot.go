@@ -34,6 +34,7 @@ const (
 	ErrPanic       Status = C.CB_ERR_PANIC
 	ErrClosed      Status = C.CB_ERR_CLOSED
 	ErrTimeout     Status = C.CB_ERR_TIMEOUT
+	ErrSystem      Status = C.CB_ERR_SYSTEM
 )
 
 // Error is a failed cbslot call: its status and cb_last_error()'s text.

@@ -1,40 +1,59 @@
 //! The callback slot table: `cb_register` binds `fn` + `userdata` to a unique bare C function pointer (an
 //! *entry*: a trampoline stub), and `cb_unregister` retires it safely while other threads may be inside it.
 //!
-//! * Storage: blocks of [`arch::SLOTS_PER_BLOCK`] stubs ([`tramp`]), mapped on demand, never unmapped.
+//! * Storage: blocks of [`arch::SLOTS_PER_BLOCK`] stubs ([`tramp`]), mapped on demand, never unmapped, each
+//!   of one kind (tracked or untracked entries) with its unwind information registered ([`unwind`]).
 //!   Slot `i` lives in block `i / SLOTS_PER_BLOCK`. Per-slot control data (`Meta`: state word and destroy)
 //!   is kept apart from the `{fn, userdata}` data slot the stub reads.
-//! * Life of a slot: `free` → `live` (register) → `pending` (unregister: `fn` cleared, so new calls are
-//!   stale) → destroyed once no thread is inside it (a grace period, [`inflight`]) → quarantined at the back of
-//!   a FIFO → reused once more than [`QUARANTINE`] slots are queued behind it.
-//! * Grace periods are batched: one runs when [`BATCH`] unregisters are pending, or when `cb_barrier` /
-//!   `cb_unregister_wait` asks. `destroy(userdata)` runs on the thread running the grace period, outside
-//!   every lock.
+//! * Life of a tracked slot: `free` → `live` (register) → `pending` (unregister: `fn` cleared, so new calls
+//!   are stale) → destroyed once no thread is inside it (a grace period, [`inflight`]) → quarantined at the
+//!   back of its kind's FIFO → reused once more than [`QUARANTINE`] slots are queued behind it. An untracked
+//!   slot is destroyed in `unregister` itself (its caller promised that no call is in flight).
+//! * Grace periods are batched. By default a reclaimer thread (started by the first unregister) runs one
+//!   about half the reclaim delay after a slot becomes pending, and again every half delay while some stay
+//!   in flight, or at once when [`BATCH`] are pending. With the delay set to 0 there is no thread: one runs
+//!   when [`BATCH`] unregisters are pending. `cb_barrier` / `cb_unregister_wait` run one when they need it.
+//!   `destroy(userdata)` runs on the thread running the grace period, outside every lock.
 
 // Without trampolines (see `arch`), the call-path helpers below are never referenced.
 #![cfg_attr(not(all(target_arch = "x86_64", target_os = "linux", not(cbslot_force_unsupported))), allow(dead_code))]
 
 pub(crate) mod arch;
+mod gdbjit;
 mod tramp;
+mod unwind;
 
 use crate::error::{Error, abort_on_panic, fatal};
-use crate::inflight;
 use crate::handle::{GEN_MAX, Kind, check_kind, pack};
+use crate::inflight;
 use crate::segvec::{SegVec, Zeroed};
+use core::cell::RefCell;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
-use arch::{SLOT_BYTES, SLOT_OFFSET, SLOTS_PER_BLOCK, STUB_BYTES, TABLE_BYTES};
+use arch::{SLOT_BYTES, SLOT_OFFSET, SLOTS_PER_BLOCK, STUB_BYTES, TABLE_BYTES, TABLES, TRACKED, UNTRACKED};
 
 /// Freed callback slots wait in a FIFO quarantine until this many later freed slots have queued behind
 /// them; only then is an entry reused for a new registration, so a late call is caught as stale meanwhile.
 pub const CB_QUARANTINE_SLOTS: u32 = 4096;
 
-/// A grace period (which runs the due destroy notifications) starts after this many unregisters, and
-/// whenever `cb_barrier` or `cb_unregister_wait` needs one.
+/// A grace period (which runs the due destroy notifications) starts at the latest when this many
+/// unregisters are pending, and whenever `cb_barrier` or `cb_unregister_wait` needs one.
 pub const CB_GRACE_BATCH: u32 = 256;
+
+/// `cb_register_ex` flag: an *untracked* entry. See `cb_register_ex`.
+pub const CB_REGISTER_UNTRACKED: u32 = 1;
+
+/// The reclaim delay a process starts with, in milliseconds (see `cb_set_reclaim_delay`), unless the
+/// environment variable `CBSLOT_RECLAIM_DELAY_MS` says otherwise.
+pub const CB_RECLAIM_DELAY_DEFAULT_MS: u32 = 10;
+
+/// The longest reclaim delay `cb_set_reclaim_delay` accepts: one hour.
+pub const CB_RECLAIM_DELAY_MAX_MS: u32 = 3_600_000;
 
 /// Callback-table counters, filled by `cb_get_stats`. Fields may be added at the end in later versions.
 #[allow(non_camel_case_types)]
@@ -73,7 +92,8 @@ const LIVE: u32 = 1;
 const PENDING: u32 = 2;
 
 struct Meta {
-    /// handle's upper half (kind | generation) << 32 | status; a free slot holds its next generation.
+    /// handle's upper half (kind | generation) << 32 | status; a free slot holds its next generation, a
+    /// never-used one 0.
     state: AtomicU64,
     destroy: AtomicUsize,
 }
@@ -121,11 +141,28 @@ impl Done {
     }
 }
 
+/// The slots of one kind of entry: its quarantine and the part of its newest block not handed out yet.
+#[derive(Default)]
+struct Pool {
+    quarantine: VecDeque<u32>,
+    next: u64,
+    end: u64,
+}
+
+/// The reclaimer thread's settings and handle.
+struct Reclaimer {
+    /// Milliseconds; `None` until first needed (then `CBSLOT_RECLAIM_DELAY_MS` or the default).
+    delay_ms: Option<u32>,
+    /// The running reclaimer; a thread that finds itself no longer named here exits.
+    thread: Option<Thread>,
+    /// The process is exiting: no reclaimer from now on.
+    exiting: bool,
+}
+
 struct Inner {
     source: Option<tramp::Source>,
     blocks: u64,
-    fresh: u64,
-    quarantine: VecDeque<u32>,
+    pools: [Pool; TABLES],
     pending: Vec<(u32, u64)>,
     /// Unregisters since the last grace period started (what triggers the next one).
     since_grace: usize,
@@ -134,7 +171,7 @@ struct Inner {
     stats: cb_stats,
     limit: u64,
     watermark: Option<Watermark>,
-    retired: u64,
+    reclaimer: Reclaimer,
 }
 
 pub(crate) struct Callbacks {
@@ -143,16 +180,67 @@ pub(crate) struct Callbacks {
     grace: Mutex<()>,
     /// Separate all-zero statics, so their 512 KiB chunk tables land in .bss, not in the library file.
     meta: &'static SegVec<Meta>,
-    /// Block number → address of its code.
+    /// Block number → address of its code | its kind.
     blocks: &'static SegVec<AtomicUsize>,
     stale_calls: AtomicU64,
     stale_handler: Mutex<(Option<StaleFn>, usize)>,
 }
 
-
 pub(crate) static CALLBACKS: Callbacks = Callbacks::new();
 static META: SegVec<Meta> = SegVec::new();
 static BLOCKS: SegVec<AtomicUsize> = SegVec::new();
+
+/// A destroy notification due: `(destroy, userdata, unregister seq)`.
+type Due = (usize, usize, u64);
+
+/// The destroys this thread has taken on: `queued` (a stack: the next to run is last) and the ones it is
+/// inside right now (`running`, innermost last). A `cb_barrier` called from inside a destroy runs the
+/// queued ones itself and only cannot wait for the running ones.
+struct Destroying {
+    queued: Vec<Due>,
+    running: Vec<u64>,
+}
+
+thread_local! {
+    static DESTROYING: RefCell<Destroying> = const { RefCell::new(Destroying { queued: Vec::new(), running: Vec::new() }) };
+}
+
+/// Runs destroy notifications in order (through this thread's queue, so a barrier inside one can run the
+/// rest), marking each done as it returns.
+fn run_destroys(callbacks: &Callbacks, batch: Vec<Due>) {
+    let queue = |d: &RefCell<Destroying>| {
+        let mut d = d.borrow_mut();
+        let base = d.queued.len();
+        d.queued.extend(batch.iter().rev().copied());
+        base
+    };
+    let Ok(base) = DESTROYING.try_with(queue) else {
+        // this thread's thread-locals are gone (a thread-exit destructor called cbslot): run them here
+        return batch.into_iter().for_each(|due| run_one(callbacks, due));
+    };
+    let take = |d: &RefCell<Destroying>| {
+        let mut d = d.borrow_mut();
+        let next = if d.queued.len() > base { d.queued.pop() } else { None };
+        d.running.extend(next.map(|n| n.2));
+        next
+    };
+    while let Some(due) = DESTROYING.try_with(take).ok().flatten() {
+        run_one(callbacks, due);
+        let _ = DESTROYING.try_with(|d| d.borrow_mut().running.pop());
+    }
+}
+
+fn run_one(callbacks: &Callbacks, (destroy, userdata, seq): Due) {
+    if destroy != 0 {
+        // SAFETY: stored from a `DestroyFn` in `register`.
+        let destroy: DestroyFn = unsafe { core::mem::transmute::<usize, DestroyFn>(destroy) };
+        // SAFETY: the caller's destroy with the caller's userdata, exactly once.
+        unsafe { destroy(userdata as *mut c_void) };
+    }
+    let mut g = callbacks.inner.lock();
+    g.done.mark(seq);
+    g.stats.destroyed_total += 1;
+}
 
 fn state(tag: u32, status: u32) -> u64 {
     (tag as u64) << 32 | status as u64
@@ -164,8 +252,7 @@ impl Callbacks {
             inner: Mutex::new(Inner {
                 source: None,
                 blocks: 0,
-                fresh: 0,
-                quarantine: VecDeque::new(),
+                pools: [const { Pool { quarantine: VecDeque::new(), next: 0, end: 0 } }; TABLES],
                 pending: Vec::new(),
                 since_grace: 0,
                 done: Done { base: 0, flags: VecDeque::new() },
@@ -181,7 +268,7 @@ impl Callbacks {
                 },
                 limit: 0,
                 watermark: None,
-                retired: 0,
+                reclaimer: Reclaimer { delay_ms: None, thread: None, exiting: false },
             }),
             grace: Mutex::new(()),
             meta: &META,
@@ -191,9 +278,17 @@ impl Callbacks {
         }
     }
 
-    fn block_code(&self, index: u32) -> usize {
+    fn block_word(&self, index: u32) -> usize {
         let block = index as usize / SLOTS_PER_BLOCK;
         self.blocks.get(block as u32).map_or(0, |b| b.load(Acquire))
+    }
+
+    fn block_code(&self, index: u32) -> usize {
+        self.block_word(index) & !(TABLES - 1)
+    }
+
+    fn kind_of(&self, index: u32) -> usize {
+        self.block_word(index) & (TABLES - 1)
     }
 
     /// The entry (stub address) of slot `index`.
@@ -203,7 +298,7 @@ impl Callbacks {
 
     fn data(&self, index: u32) -> &DataSlot {
         let addr = self.data_addr(index);
-        // SAFETY: the slot's block is mapped (index < fresh) and never unmapped; DataSlot is two atomics.
+        // SAFETY: the slot's block is mapped (the slot was handed out) and never unmapped; two atomics.
         unsafe { &*(addr as *const DataSlot) }
     }
 
@@ -211,40 +306,49 @@ impl Callbacks {
         self.block_code(index) + TABLE_BYTES + SLOT_OFFSET + (index as usize % SLOTS_PER_BLOCK) * SLOT_BYTES
     }
 
-    /// Takes a slot index: the oldest quarantined one once the quarantine is full, else a fresh one.
-    fn take_slot(&self, g: &mut Inner) -> Result<u32, Error> {
-        if g.quarantine.len() > QUARANTINE {
-            return Ok(g.quarantine.pop_front().expect("non-empty"));
+    /// Takes a slot index of `kind`: the oldest quarantined one once the quarantine is full, else a fresh
+    /// one, mapping a new block when the kind's newest is used up.
+    fn take_slot(&self, g: &mut Inner, kind: usize) -> Result<u32, Error> {
+        if g.pools[kind].quarantine.len() > QUARANTINE {
+            return Ok(g.pools[kind].quarantine.pop_front().expect("non-empty"));
         }
-        if g.fresh >= crate::handle::MAX_SLOTS {
-            return Err(Error::Capacity("every callback slot index is in use"));
-        }
-        if g.fresh == g.blocks * SLOTS_PER_BLOCK as u64 {
+        if g.pools[kind].next == g.pools[kind].end {
+            let first = g.blocks * SLOTS_PER_BLOCK as u64;
+            if first + SLOTS_PER_BLOCK as u64 > crate::handle::MAX_SLOTS {
+                return Err(Error::Capacity("every callback slot index is in use"));
+            }
             if g.source.is_none() {
                 init_process();
                 g.source = Some(tramp::Source::open()?);
             }
-            let code = g.source.as_ref().expect("opened above").map_block()?;
+            let code = g.source.as_ref().expect("opened above").map_block(kind)?;
             let cell = self.blocks.get_or_grow(g.blocks as u32).ok_or(Error::NoMemory("growing the block table"))?;
-            cell.store(code, Release);
+            unwind::register_block(kind, code);
+            cell.store(code | kind, Release);
             g.blocks += 1;
             g.stats.capacity += SLOTS_PER_BLOCK as u64;
+            g.pools[kind].next = first;
+            g.pools[kind].end = first + SLOTS_PER_BLOCK as u64;
         }
-        let index = g.fresh as u32;
+        let index = g.pools[kind].next as u32;
         self.meta.get_or_grow(index).ok_or(Error::NoMemory("growing the callback table"))?;
-        g.fresh += 1;
+        g.pools[kind].next += 1;
         Ok(index)
     }
 
-    pub(crate) fn register(&self, func: RawFn, userdata: *mut c_void, destroy: Option<DestroyFn>) -> Result<(u64, usize), Error> {
+    pub(crate) fn register(&self, func: RawFn, userdata: *mut c_void, destroy: Option<DestroyFn>, flags: u32) -> Result<(u64, usize), Error> {
+        if flags & !CB_REGISTER_UNTRACKED != 0 {
+            return Err(Error::InvalidArg("unknown flag bits (the only flag is CB_REGISTER_UNTRACKED)"));
+        }
         if !arch::SUPPORTED {
             return Err(Error::Unsupported("callback trampolines are not implemented for this platform"));
         }
+        let kind = if flags & CB_REGISTER_UNTRACKED != 0 { UNTRACKED } else { TRACKED };
         let mut g = self.inner.lock();
         if g.limit != 0 && g.stats.live >= g.limit {
             return Err(Error::Capacity("the callback limit set with cb_set_limit is reached"));
         }
-        let index = self.take_slot(&mut g)?;
+        let index = self.take_slot(&mut g, kind)?;
         let meta = self.meta.get(index).expect("grown in take_slot");
         let generation = ((meta.state.load(Relaxed) >> 32) as u32 & GEN_MAX).max(1);
         let handle = pack(Kind::Callback, index, generation);
@@ -274,26 +378,30 @@ impl Callbacks {
     /// Looks up a live callback handle; the error says what is wrong with it.
     fn check(&self, handle: u64) -> Result<u32, Error> {
         let (_, index) = check_kind(handle, Kind::Callback)?;
-        if let Some(meta) = self.meta.get(index) {
-            let s = meta.state.load(Acquire);
-            if (s >> 32) as u32 == (handle >> 32) as u32 {
-                match s as u32 {
-                    LIVE => return Ok(index),
-                    PENDING => return Err(Error::InvalidHandle(handle, "was already unregistered")),
-                    _ => {}
-                }
+        let s = self.meta.get(index).map_or(0, |meta| meta.state.load(Acquire));
+        if s == 0 {
+            return Err(Error::InvalidHandle(handle, "was never issued (no registration ever used its slot)"));
+        }
+        if (s >> 32) as u32 == (handle >> 32) as u32 {
+            match s as u32 {
+                LIVE => return Ok(index),
+                PENDING => return Err(Error::InvalidHandle(handle, "was already unregistered")),
+                _ => {}
             }
         }
-        Err(self.why_invalid(handle, index))
+        Err(Error::InvalidHandle(handle, "is stale: its callback was unregistered"))
     }
 
-    #[cold]
-    fn why_invalid(&self, handle: u64, index: u32) -> Error {
-        if index as u64 >= self.inner.lock().fresh {
-            Error::InvalidHandle(handle, "was never issued (slot index out of range)")
-        } else {
-            Error::InvalidHandle(handle, "is stale: its callback was unregistered")
+    /// Frees a slot whose destroy is about to run: the next generation, or retired for good if the
+    /// generations are used up. Returns its destroy and userdata.
+    fn free_slot(&self, g: &mut Inner, index: u32) -> (usize, usize) {
+        let meta = self.meta.get(index).expect("a slot that was handed out");
+        let generation = (meta.state.load(Relaxed) >> 32) as u32 & GEN_MAX;
+        meta.state.store(state(generation + 1, FREE), Release);
+        if generation < GEN_MAX {
+            g.pools[self.kind_of(index)].quarantine.push_back(index);
         }
+        (meta.destroy.load(Relaxed), self.data(index).userdata.load(Relaxed))
     }
 
     /// Unregisters; returns the unregister's sequence number (for waiting on its destroy).
@@ -308,7 +416,6 @@ impl Callbacks {
         }
         self.data(index).func.store(0, Release); // new calls now take the stale path
         let seq = g.done.push();
-        g.pending.push((index, seq));
         let s = &mut g.stats;
         s.live -= 1;
         s.unregistered_total += 1;
@@ -316,65 +423,132 @@ impl Callbacks {
         if let Some(w) = g.watermark.as_mut().filter(|w| live < w.threshold) {
             w.armed = true;
         }
+        if self.kind_of(index) == UNTRACKED {
+            // no call is in flight, by the registration's promise: destroy now, on this thread
+            let (destroy, userdata) = self.free_slot(&mut g, index);
+            drop(g);
+            run_destroys(self, vec![(destroy, userdata, seq)]);
+            return Ok(seq);
+        }
+        g.pending.push((index, seq));
         g.since_grace += 1;
         // counting new unregisters, not pending ones, so slots kept in flight do not make every later
         // unregister pay for a grace period
-        let run = g.since_grace >= BATCH;
+        let batch_full = g.since_grace >= BATCH;
+        let wake = match self.reclaimer(&mut g) {
+            Some(t) => (g.pending.len() == 1 || batch_full).then_some(t),
+            None => None,
+        };
+        let inline = batch_full && g.reclaimer.thread.is_none();
         drop(g);
-        if run {
+        if let Some(t) = wake {
+            t.unpark();
+        }
+        if inline {
             self.grace_period();
         }
         Ok(seq)
     }
 
+    /// The reclaimer thread, started if the delay asks for one and none runs; `None` when the delay is 0,
+    /// the process is exiting, or no thread could be started (then grace periods run as with delay 0, and
+    /// the next unregister tries again).
+    fn reclaimer(&self, g: &mut Inner) -> Option<Thread> {
+        if g.reclaimer.exiting || reclaim_delay(g) == 0 {
+            return None;
+        }
+        if g.reclaimer.thread.is_none() {
+            static AT_EXIT: std::sync::Once = std::sync::Once::new();
+            AT_EXIT.call_once(|| {
+                extern "C" fn exiting() {
+                    let mut g = CALLBACKS.inner.lock();
+                    g.reclaimer.exiting = true;
+                    if let Some(t) = g.reclaimer.thread.take() {
+                        t.unpark();
+                    }
+                }
+                // SAFETY: a plain function; the library is never unloaded (linked -z nodelete).
+                unsafe { libc::atexit(exiting) };
+            });
+            let spawned = std::thread::Builder::new().name("cbslot-reclaim".into()).spawn(|| CALLBACKS.reclaim_loop());
+            g.reclaimer.thread = spawned.ok().map(|h| h.thread().clone());
+        }
+        g.reclaimer.thread.clone()
+    }
+
+    /// The reclaimer thread: a grace period half a delay after a slot becomes pending (at once when a batch
+    /// is full), and every half delay while some stay in flight; parked while nothing is pending.
+    fn reclaim_loop(&self) {
+        // SAFETY: a local signal set; blocking every signal in this thread only, so the process's signals go
+        // to the program's own threads.
+        unsafe {
+            let mut all: libc::sigset_t = core::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, core::ptr::null_mut());
+        }
+        let me = std::thread::current().id();
+        loop {
+            let window = {
+                let mut g = self.inner.lock();
+                if g.reclaimer.thread.as_ref().map(Thread::id) != Some(me) {
+                    return;
+                }
+                (!g.pending.is_empty()).then(|| Duration::from_micros(reclaim_delay(&mut g) as u64 * 500))
+            };
+            let Some(window) = window else {
+                std::thread::park();
+                continue;
+            };
+            let deadline = Instant::now() + window;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+                if self.inner.lock().since_grace >= BATCH {
+                    break;
+                }
+                std::thread::park_timeout(left);
+            }
+            abort_on_panic("panic in cbslot's reclaimer thread", || self.grace_period());
+        }
+    }
+
+    pub(crate) fn set_reclaim_delay(&self, ms: u32) -> Result<(), Error> {
+        if ms > CB_RECLAIM_DELAY_MAX_MS {
+            return Err(Error::InvalidArg("the reclaim delay is at most CB_RECLAIM_DELAY_MAX_MS (one hour)"));
+        }
+        let mut g = self.inner.lock();
+        g.reclaimer.delay_ms = Some(ms);
+        let stop = if ms == 0 { g.reclaimer.thread.take() } else { None };
+        // slots left pending by a delay of 0 get a reclaimer now
+        let start = if ms != 0 && !g.pending.is_empty() { self.reclaimer(&mut g) } else { None };
+        drop(g);
+        stop.into_iter().chain(start).for_each(|t| t.unpark());
+        Ok(())
+    }
+
     /// One grace period: destroys every pending slot that no thread is inside.
-    /// Returns how many pending slots it found still in flight.
-    fn grace_period(&self) -> usize {
+    fn grace_period(&self) {
         let guard = self.grace.lock();
         let batch = {
             let mut g = self.inner.lock();
             g.since_grace = 0;
-            core::mem::replace(&mut g.pending, Vec::with_capacity(BATCH))
+            core::mem::take(&mut g.pending)
         };
         if batch.is_empty() {
-            return 0;
+            return;
         }
         let busy = inflight::scan();
-        let mut destroys = Vec::with_capacity(batch.len());
         let mut g = self.inner.lock();
-        let mut kept = 0;
+        let mut destroys = Vec::with_capacity(batch.len());
         for (index, seq) in batch {
             if busy.contains(self.data_addr(index)) {
                 g.pending.push((index, seq));
-                kept += 1;
-                continue;
-            }
-            let meta = self.meta.get(index).expect("pending slots exist");
-            let generation = (meta.state.load(Relaxed) >> 32) as u32 & GEN_MAX;
-            destroys.push((meta.destroy.load(Relaxed), self.data(index).userdata.load(Relaxed), seq));
-            // free for the next generation, or retired for good if the generations are used up
-            meta.state.store(state(generation + 1, FREE), Release);
-            if generation < GEN_MAX {
-                g.quarantine.push_back(index);
             } else {
-                g.retired += 1;
+                let (destroy, userdata) = self.free_slot(&mut g, index);
+                destroys.push((destroy, userdata, seq));
             }
         }
         drop(g);
         drop(guard);
-        for &(destroy, userdata, _) in &destroys {
-            if destroy != 0 {
-                // SAFETY: stored from a `DestroyFn` in `register`.
-                let destroy: DestroyFn = unsafe { core::mem::transmute::<usize, DestroyFn>(destroy) };
-                unsafe { destroy(userdata as *mut c_void) };
-            }
-        }
-        let mut g = self.inner.lock();
-        for &(_, _, seq) in &destroys {
-            g.done.mark(seq);
-        }
-        g.stats.destroyed_total += destroys.len() as u64;
-        kept
+        run_destroys(self, destroys);
     }
 
     /// Runs grace periods until `done(g)` holds, or fails with `CB_ERR_WOULD_DEADLOCK` when what it waits
@@ -409,7 +583,19 @@ impl Callbacks {
 
     pub(crate) fn barrier(&self) -> Result<(), Error> {
         let target = self.inner.lock().done.next_seq();
-        self.wait_until(|g| g.done.base >= target)
+        // called from inside a destroy: the ones queued behind it on this thread run now, here; the ones
+        // this thread is inside cannot finish while it waits
+        let queued = DESTROYING.try_with(|d| core::mem::take(&mut d.borrow_mut().queued)).unwrap_or_default();
+        run_destroys(self, queued.into_iter().rev().collect());
+        let mut mine: Vec<u64> = DESTROYING.try_with(|d| d.borrow().running.clone()).unwrap_or_default();
+        mine.sort_unstable();
+        self.wait_until(|g| (g.done.base..target).all(|s| g.done.is_done(s) || mine.binary_search(&s).is_ok()))?;
+        if mine.iter().any(|&s| s < target) {
+            return Err(Error::WouldDeadlock(
+                "called from inside a destroy notification, which cannot have finished (every other destroy due has run)",
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn stats(&self) -> cb_stats {
@@ -447,17 +633,14 @@ impl Callbacks {
     }
 
     /// In a fork child: destroys that were due in the parent stay the parent's (it runs them); the child
-    /// frees those slots without running them, so no destroy runs in both processes.
-    fn drop_pending_in_child(&self) {
+    /// frees those slots without running them, so no destroy runs in both processes. The parent's
+    /// reclaimer does not exist here: the child's first unregister starts its own.
+    fn after_fork_in_child(&self) {
         let mut g = self.inner.lock();
+        g.reclaimer.thread = None;
         let pending = core::mem::take(&mut g.pending);
         for &(index, seq) in &pending {
-            let meta = self.meta.get(index).expect("pending slots exist");
-            let generation = (meta.state.load(Relaxed) >> 32) as u32 & GEN_MAX;
-            meta.state.store(state(generation + 1, FREE), Release);
-            if generation < GEN_MAX {
-                g.quarantine.push_back(index);
-            }
+            self.free_slot(&mut g, index);
             g.done.mark(seq);
         }
         g.stats.destroyed_total += pending.len() as u64;
@@ -471,6 +654,17 @@ impl Callbacks {
             self.grace.force_unlock();
         }
     }
+}
+
+/// The reclaim delay in milliseconds, read from `CBSLOT_RECLAIM_DELAY_MS` the first time.
+fn reclaim_delay(g: &mut Inner) -> u32 {
+    *g.reclaimer.delay_ms.get_or_insert_with(|| {
+        std::env::var("CBSLOT_RECLAIM_DELAY_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|&ms| ms <= CB_RECLAIM_DELAY_MAX_MS)
+            .unwrap_or(CB_RECLAIM_DELAY_DEFAULT_MS)
+    })
 }
 
 /// Once per process, before the first block: choose the barrier, install the fork handlers.
@@ -487,7 +681,7 @@ fn init_process() {
         extern "C" fn child() {
             CALLBACKS.fork_release();
             inflight::after_fork_in_child();
-            CALLBACKS.drop_pending_in_child();
+            CALLBACKS.after_fork_in_child();
         }
         // SAFETY: plain function pointers with no captured state.
         unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
@@ -563,7 +757,7 @@ mod tests {
         });
         let raw: RawFn = unsafe { core::mem::transmute(body as unsafe extern "C" fn(*mut c_void, i64) -> i64) };
         let (handle, entry) =
-            CALLBACKS.register(raw, Arc::as_ptr(&ctx) as *mut c_void, Some(destroy)).unwrap();
+            CALLBACKS.register(raw, Arc::as_ptr(&ctx) as *mut c_void, Some(destroy), 0).unwrap();
         let call: extern "C" fn(i64) -> i64 = unsafe { core::mem::transmute(entry) };
         let caller = {
             let ctx = ctx.clone();
@@ -590,18 +784,21 @@ mod tests {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", not(cbslot_force_unsupported)))]
     #[test]
     fn stub_table_layout() {
-        let t = arch::table();
-        assert_eq!(t.as_ptr() as usize % 4096, 0, "page-aligned, so it can be mapped from the file");
-        for k in [0usize, 1, 2, SLOTS_PER_BLOCK - 1] {
-            let at = SLOT_OFFSET + k * STUB_BYTES;
-            let stub = &t[at..at + STUB_BYTES];
-            // endbr64 ; lea disp32(%rip), %r11 ; jmp rel32 (to the dispatcher at offset 0)
-            assert_eq!(&stub[..7], &[0xf3, 0x0f, 0x1e, 0xfa, 0x4c, 0x8d, 0x1d], "stub {k}");
-            let lea = i32::from_le_bytes(stub[7..11].try_into().unwrap()) as isize;
-            assert_eq!((at + 11) as isize + lea, (TABLE_BYTES + at) as isize, "stub {k} reaches its slot");
-            assert_eq!(stub[11], 0xe9);
-            let jmp = i32::from_le_bytes(stub[12..16].try_into().unwrap()) as isize;
-            assert_eq!((at + 16) as isize + jmp, 0, "stub {k} jumps to the dispatcher");
+        let all = arch::tables();
+        assert_eq!(all.as_ptr() as usize % 4096, 0, "page-aligned, so it can be mapped from the file");
+        for kind in 0..TABLES {
+            let t = &all[kind * TABLE_BYTES..][..TABLE_BYTES];
+            for k in [0usize, 1, 2, SLOTS_PER_BLOCK - 1] {
+                let at = SLOT_OFFSET + k * STUB_BYTES;
+                let stub = &t[at..at + STUB_BYTES];
+                // endbr64 ; lea disp32(%rip), %r11 ; jmp rel32 (to the dispatcher at offset 0)
+                assert_eq!(&stub[..7], &[0xf3, 0x0f, 0x1e, 0xfa, 0x4c, 0x8d, 0x1d], "stub {k}");
+                let lea = i32::from_le_bytes(stub[7..11].try_into().unwrap()) as isize;
+                assert_eq!((at + 11) as isize + lea, (TABLE_BYTES + at) as isize, "stub {k} reaches its slot");
+                assert_eq!(stub[11], 0xe9);
+                let jmp = i32::from_le_bytes(stub[12..16].try_into().unwrap()) as isize;
+                assert_eq!((at + 16) as isize + jmp, 0, "kind {kind} stub {k} jumps to its dispatcher");
+            }
         }
     }
 }

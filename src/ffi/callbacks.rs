@@ -2,7 +2,9 @@
 
 use super::{cb_destroy_fn, cb_fn, cb_handle};
 use crate::callback::CALLBACKS;
-pub use crate::callback::{CB_GRACE_BATCH, CB_QUARANTINE_SLOTS, cb_stats};
+pub use crate::callback::{
+    CB_GRACE_BATCH, CB_QUARANTINE_SLOTS, CB_RECLAIM_DELAY_DEFAULT_MS, CB_RECLAIM_DELAY_MAX_MS, CB_REGISTER_UNTRACKED, cb_stats,
+};
 use crate::error::{cb_status, ffi_status, ffi_value, non_null};
 use core::ffi::c_void;
 
@@ -25,15 +27,17 @@ pub type cb_watermark_fn = Option<unsafe extern "C" fn(live: u64, arg: *mut c_vo
 /// structs of up to 16 bytes returned in registers. Variadic callees work when the call passes at most 5
 /// integer-class arguments. Not supported: arguments passed on the stack (a 6th integer argument, a 9th
 /// floating-point one, long double, structs over 16 bytes) and struct returns through memory (over 16
-/// bytes).
+/// bytes); untracked entries (`cb_register_ex`) take stack-passed arguments.
 ///
 /// `destroy(userdata)` (may be NULL) runs exactly once after `cb_unregister`, when no call of this entry is
 /// in flight. cbslot keeps no pointer to caller memory but `userdata`.
 ///
 /// Errors: `CB_ERR_NULL_ARG` (NULL `fn`, `out_handle` or `out_entry`); `CB_ERR_CAPACITY` (past the limit of
 /// `cb_set_limit`); `CB_ERR_NO_MEMORY` (cannot map more trampolines: memory, or the process's mapping count
-/// `vm.max_map_count`, 2 mappings per 4095 callbacks); `CB_ERR_UNSUPPORTED` (no trampolines on this
-/// platform). Nothing is written or registered on error. Thread-safe; may be called from inside callbacks.
+/// `vm.max_map_count`, 2 mappings per 4064 callbacks); `CB_ERR_SYSTEM` (a system call failed, for example
+/// no free file descriptor for the first block; `cb_last_error()` has the system's text, and a later call
+/// tries again); `CB_ERR_UNSUPPORTED` (no trampolines on this platform). Nothing is written or registered
+/// on error. Thread-safe; may be called from inside callbacks.
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_register(
     r#fn: cb_fn,
@@ -42,25 +46,81 @@ pub extern "C" fn cb_register(
     out_handle: *mut cb_handle,
     out_entry: *mut cb_fn,
 ) -> cb_status {
-    ffi_status!("cb_register", {
-        let func = r#fn.ok_or(crate::error::Error::NullArg("fn"))?;
-        let out_handle = non_null(out_handle, "out_handle")?;
-        let out_entry = non_null(out_entry, "out_entry")?;
-        let (handle, entry) = CALLBACKS.register(func, userdata, destroy)?;
-        // SAFETY: checked non-NULL; `entry` is the address of a mapped stub, never 0.
-        unsafe {
-            out_handle.write(handle);
-            out_entry.write(core::mem::transmute::<usize, cb_fn>(entry));
-        }
-        Ok(())
-    })
+    ffi_status!("cb_register", { register(r#fn, userdata, destroy, 0, out_handle, out_entry) })
+}
+
+/// `cb_register` with `flags`: 0 is exactly `cb_register`; `CB_REGISTER_UNTRACKED` makes an *untracked*
+/// entry.
+///
+/// An untracked entry moves the arguments and jumps straight to `fn`: no record of the call, no second
+/// call and return, so it costs about as much as calling `fn` through a pointer. In exchange the caller
+/// promises never to unregister it while a call may be in flight (typically: unregister only after the C
+/// library holding the entry has been shut down). `cb_unregister` then runs `destroy(userdata)` at once,
+/// on the calling thread, before it returns; a late call is still caught as a stale call. Because the stack
+/// is left as the caller built it, an untracked entry also takes stack-passed arguments: up to 5
+/// integer-class arguments (in registers), then any float/double arguments (the 9th and later on the
+/// stack) and memory-class arguments (structs over 16 bytes by value, `long double`) on the stack. Not
+/// supported: a 6th integer-class argument, struct returns through memory (over 16 bytes).
+///
+/// Errors: as `cb_register`, and `CB_ERR_INVALID_ARG` for unknown flag bits.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_register_ex(
+    r#fn: cb_fn,
+    userdata: *mut c_void,
+    destroy: cb_destroy_fn,
+    flags: u32,
+    out_handle: *mut cb_handle,
+    out_entry: *mut cb_fn,
+) -> cb_status {
+    ffi_status!("cb_register_ex", { register(r#fn, userdata, destroy, flags, out_handle, out_entry) })
+}
+
+fn register(
+    func: cb_fn,
+    userdata: *mut c_void,
+    destroy: cb_destroy_fn,
+    flags: u32,
+    out_handle: *mut cb_handle,
+    out_entry: *mut cb_fn,
+) -> Result<(), crate::error::Error> {
+    let func = func.ok_or(crate::error::Error::NullArg("fn"))?;
+    let out_handle = non_null(out_handle, "out_handle")?;
+    let out_entry = non_null(out_entry, "out_entry")?;
+    let (handle, entry) = CALLBACKS.register(func, userdata, destroy, flags)?;
+    // SAFETY: checked non-NULL; `entry` is the address of a mapped stub, never 0.
+    unsafe {
+        out_handle.write(handle);
+        out_entry.write(core::mem::transmute::<usize, cb_fn>(entry));
+    }
+    Ok(())
+}
+
+/// Sets how soon destroy notifications run without being asked for: about `milliseconds` after the last
+/// call in flight of an unregistered callback has returned, on cbslot's reclaimer thread
+/// (`cbslot-reclaim`, started by the first `cb_unregister` that needs it; it blocks every signal, and
+/// grace periods stay batched: one for all the unregisters of a half delay). The default is
+/// `CB_RECLAIM_DELAY_DEFAULT_MS` (10), or `CBSLOT_RECLAIM_DELAY_MS` from the environment when the first
+/// callback is unregistered.
+///
+/// 0 means no thread: destroys then run only when `CB_GRACE_BATCH` unregisters are pending (on the thread
+/// making the last of them) or in `cb_barrier` / `cb_unregister_wait`. Setting 0 stops a running reclaimer
+/// (a destroy it is running finishes); setting a delay again starts one when something is pending.
+///
+/// A fork child has no reclaimer until its first unregister starts one. Destroys still pending when the
+/// process exits are not run; after `exit()` starts, no new reclaimer round begins.
+///
+/// Errors: `CB_ERR_INVALID_ARG` above `CB_RECLAIM_DELAY_MAX_MS` (one hour), with nothing changed.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_set_reclaim_delay(milliseconds: u32) -> cb_status {
+    ffi_status!("cb_set_reclaim_delay", { CALLBACKS.set_reclaim_delay(milliseconds) })
 }
 
 /// Unregisters a callback and returns at once. From the moment it returns, no new call through the entry
 /// reaches `fn` (a late call is a stale call: see `cb_set_stale_handler`). Calls already inside `fn` on
 /// other threads finish normally. `destroy(userdata)` runs exactly once, after the last of them has
-/// returned, outside cbslot's locks, on whichever thread runs the next grace period: one starts after every
-/// `CB_GRACE_BATCH` unregisters, and in `cb_barrier` and `cb_unregister_wait`.
+/// returned, outside cbslot's locks, on whichever thread runs the grace period that finds it idle: the
+/// reclaimer thread (about the reclaim delay later: see `cb_set_reclaim_delay`), or a thread in
+/// `cb_barrier` / `cb_unregister_wait`. An untracked entry's destroy runs inside this call.
 ///
 /// May be called from inside the callback itself (destroy runs after it returns). The entry's slot is
 /// reused only after `CB_QUARANTINE_SLOTS` later freed slots, so stale calls are caught meanwhile.

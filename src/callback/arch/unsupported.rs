@@ -2,6 +2,7 @@
 //! `CB_ERR_UNSUPPORTED`. Nothing here is ever called while `SUPPORTED` is false.
 #![allow(dead_code)]
 
+use super::{TABLES, UnwindTemplate};
 use crate::inflight::Rec;
 
 pub(crate) const SUPPORTED: bool = false;
@@ -11,15 +12,19 @@ pub(crate) const SLOT_OFFSET: usize = 512;
 pub(crate) const SLOT_BYTES: usize = 16;
 pub(crate) const SLOTS_PER_BLOCK: usize = (TABLE_BYTES - SLOT_OFFSET) / SLOT_BYTES;
 
-static EMPTY: [u8; TABLE_BYTES] = [0; TABLE_BYTES];
+static EMPTY: [u8; TABLES * TABLE_BYTES] = [0; TABLES * TABLE_BYTES];
 
 thread_local! {
     // the in-flight record pointer (the queue's post path uses records on every platform)
     static REC: core::cell::Cell<*mut Rec> = const { core::cell::Cell::new(core::ptr::null_mut()) };
 }
 
-pub(crate) fn table() -> &'static [u8; TABLE_BYTES] {
+pub(crate) fn tables() -> &'static [u8; TABLES * TABLE_BYTES] {
     &EMPTY
+}
+
+pub(crate) fn unwind_template(_kind: usize) -> UnwindTemplate {
+    UnwindTemplate { eh_frame: &[0; 4], personality: 0, symbols: [("", 0, 0); 3] }
 }
 
 pub(crate) unsafe fn write_header(_data: *mut u8) {}

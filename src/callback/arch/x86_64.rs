@@ -1,30 +1,40 @@
-//! x86_64 System V trampolines and dispatcher.
+//! x86_64 System V trampolines and dispatchers.
 //!
-//! ## The code table
-//! `cbslot_tramp_table` is a 64 KiB, page-aligned block of code assembled into the library: the dispatcher
-//! in its first [`SLOT_OFFSET`] bytes, then 4064 stubs of 16 bytes. It is never run where it is: cbslot maps
-//! *copies* of it (read+exec) with a read-write data region of the same size right after each copy. Stub `k`
-//! (at `SLOT_OFFSET + 16k`) is
+//! ## The code tables
+//! `cbslot_tramp_table` is two 64 KiB, page-aligned tables of code assembled into the library, one per kind
+//! of entry (tracked, untracked). Each holds its dispatcher in its first [`SLOT_OFFSET`] bytes, then 4064
+//! stubs of 16 bytes. They are never run where they are: cbslot maps *copies* of one (read+exec) with a
+//! read-write data region of the same size right after each copy. Stub `k` (at `SLOT_OFFSET + 16k`) is
 //! ```text
 //! endbr64
 //! lea  TABLE_BYTES(%rip of the stub), %r11   ; r11 = &slot[k] = {fn, userdata}, 64 KiB further on
 //! jmp  dispatch                              ; a direct jump inside the same copy
 //! ```
-//! The dispatcher reaches everything else through the data region's header (also PC-relative): the TLS
-//! offset of this thread's in-flight record pointer, and the addresses of two Rust functions. So every
-//! copy works wherever it is mapped, and a call costs one indirect call (`fn`) beyond the caller's own.
+//! The dispatchers reach everything else through the data region's header (also PC-relative): the TLS
+//! offset of this thread's in-flight record pointer, and the addresses of three Rust functions. So every
+//! copy works wherever it is mapped.
 //!
-//! ## The dispatcher
+//! ## The tracked dispatcher
 //! Runs with `r11 = &slot` and the caller's arguments untouched:
 //! 1. Pushes the slot on this thread's in-flight record (depth first, then the entry, so a signal handler
-//!    that calls an entry in between cannot lose it). The depth on entry stays in `rbx` (callee-saved) and
-//!    is stored back on exit, so no load-modify-store of the depth sits on the call path.
+//!    that calls an entry in between cannot lose it). The new depth stays in `rbx` (callee-saved) and the
+//!    one before is stored back on exit, so no load-modify-store of the depth sits on the way out. Past the
+//!    record's own [`DEPTH_MAX`] cells, a Rust function gives the cell (the record grows page by page).
 //! 2. Loads `fn`; NULL means the slot is not registered: the stale path.
 //! 3. Shifts the integer argument registers up by one (`rdi..r8 -> rsi..r9`), puts `userdata` in `rdi`, and
 //!    calls `fn`. `rax` (the vector-register count of a variadic call) and `xmm0..7` pass through.
 //! 4. Pops the record and returns `fn`'s result as is (`rax:rdx`, `xmm0:xmm1`).
 //!
-//! Stack-passed arguments are not supported: the dispatcher's call moves them.
+//! Stack-passed arguments are not supported: the dispatcher's call moves them. If `fn` is left by an
+//! exception or a forced unwind, the dispatcher's personality routine puts the depth back.
+//!
+//! ## The untracked dispatcher
+//! Steps 2 and 3 only, ending in a jump to `fn` instead of a call: no record, no second return, and the
+//! stack is the caller's, so stack-passed arguments reach `fn` where it expects them.
+//!
+//! ## Unwind information
+//! `cbslot_tramp_cfi*` are `.eh_frame` records for each table, with code addresses relative to the table;
+//! `callback::unwind` makes them absolute for each mapped copy and registers them.
 //!
 //! ## How another architecture slots in
 //! It provides the same items: a code table whose stubs find their data slot PC-relatively and branch to a
@@ -32,7 +42,9 @@
 //! slot; b dispatch`, `ldr` from the header, shift `x0..x6` up, `mrs tpidr_el0` for the TLS word), the
 //! header layout, and the constants below. Nothing outside `arch/` depends on x86_64.
 
+use super::{TABLES, TRACKED, UnwindTemplate};
 use crate::inflight::{DEPTH_MAX, Rec};
+use core::ffi::{c_int, c_void};
 use core::mem::offset_of;
 
 /// Bytes of code (and of data) in one block.
@@ -48,36 +60,44 @@ pub(crate) const SLOT_OFFSET: usize = 512;
 pub(crate) const SLOTS_PER_BLOCK: usize = (TABLE_BYTES - SLOT_OFFSET) / STUB_BYTES;
 const _: () = assert!(STUB_BYTES == SLOT_BYTES);
 
-/// Data-region header, read by the dispatcher.
+/// Data-region header, read by the dispatchers.
 #[repr(C)]
 struct Header {
     /// Offset of `cbslot_tls_rec` from the thread pointer (`%fs:0`).
     tls_offset: usize,
     stale: extern "C" fn(usize),
-    acquire: extern "C" fn() -> *const Rec,
+    acquire: extern "C" fn(usize) -> *const Rec,
+    deep_cell: extern "C" fn(usize) -> *const core::sync::atomic::AtomicUsize,
 }
 const _: () = assert!(core::mem::size_of::<Header>() <= SLOT_OFFSET);
 
+// The two code tables (tracked, then untracked), one after the other in their own section, and the unwind
+// information for each: `.eh_frame`-format templates whose code addresses are offsets from the table's
+// start, made absolute for each mapped copy (`callback::unwind`). DWARF register numbers: rbx 3, rsp 7,
+// return address 16.
 core::arch::global_asm!(
     ".pushsection .text.cbslot_tramp,\"ax\",@progbits",
     ".balign 4096",
     ".globl cbslot_tramp_table",
     ".hidden cbslot_tramp_table",
     "cbslot_tramp_table:",
-    ".Lcbslot_table:",
-    // ---- the dispatcher (r11 = &slot) ----
-    ".Lcbslot_dispatch:",
+    // ======== tracked: the in-flight record knows when the call returns ========
+    ".Lt0:",
+    ".Lt_dispatch:", // r11 = &slot
     "    push %rbx",
-    "    movq .Lcbslot_table + {table} + {h_tls}(%rip), %r10",
+    ".Lt_pushed:",
+    "    movq .Lt0 + {table} + {h_tls}(%rip), %r10",
     "    movq %fs:(%r10), %r10",
     "    test %r10, %r10",
     "    jz 5f",
+    // push the slot on the record: depth first, then the entry, so a signal handler that calls an entry
+    // in between cannot lose it; the new depth stays in rbx (callee-saved) for the way out
     "1:",
     "    movq {depth}(%r10), %rbx",
-    "    cmp ${depth_max}, %rbx",
-    "    jae 3f",
     "    incq %rbx",
     "    movq %rbx, {depth}(%r10)",
+    "    cmp ${depth_max}, %rbx",
+    "    ja 3f",
     "    movq %r11, {stack} - 8(%r10,%rbx,8)",
     "2:",
     "    movq (%r11), %r10",
@@ -90,39 +110,44 @@ core::arch::global_asm!(
     "    mov %rdi, %rsi",
     "    movq 8(%r11), %rdi",
     "    call *%r10",
-    // leave: depth back to its value on entry (kept in rbx: no load of it on the way out)
+    ".Lt_ret_fn:",
+    // leave: depth back to its value on entry (no load of it on the way out)
     "7:",
-    "    movq .Lcbslot_table + {table} + {h_tls}(%rip), %r10",
+    "    movq .Lt0 + {table} + {h_tls}(%rip), %r10",
     "    movq %fs:(%r10), %r10",
-    "    cmp ${deep}, %rbx",
-    "    je 8f",
     "    decq %rbx",
     "    movq %rbx, {depth}(%r10)",
     "    pop %rbx",
+    ".Lt_popped:",
     "    ret",
-    "8:",
-    "    decq {overflow}(%r10)",
-    "    pop %rbx",
-    "    ret",
-    // nested deeper than the record holds: count it in `overflow` (scanners then treat every slot as in
-    // flight) and mark this frame with rbx = DEPTH_MAX + 1, so the way out decrements it again
+    ".Lt_after_ret:",
+    // nested deeper than the record's own stack: its cell is in the record's overflow pages
     "3:",
-    "    incq {overflow}(%r10)",
-    "    mov ${deep}, %rbx",
+    "    movq .Lt0 + {table} + {h_deep}(%rip), %r10",
+    "    call .Lt_saving",
+    "    movq %r11, (%r10)",
     "    jmp 2b",
     // stale: the slot has no fn; the entry that was called is 64 KiB before its slot. Returns 0 in every
     // return register.
     "6:",
     "    lea -{table}(%r11), %rdi",
-    "    call *.Lcbslot_table + {table} + {h_stale}(%rip)",
+    "    call *.Lt0 + {table} + {h_stale}(%rip)",
+    ".Lt_ret_stale:",
     "    xor %eax, %eax",
     "    xor %edx, %edx",
     "    pxor %xmm0, %xmm0",
     "    pxor %xmm1, %xmm1",
     "    jmp 7b",
-    // first call on this thread: get a record, keeping every argument register
+    // first call on this thread: get a record
     "5:",
-    "    sub $192, %rsp",
+    "    movq .Lt0 + {table} + {h_acquire}(%rip), %r10",
+    "    call .Lt_saving",
+    "    jmp 1b",
+    ".Lt_dispatch_end:",
+    // calls *r10 with rdi = rbx, keeping every argument register (and rax, r11); returns its result in r10
+    ".Lt_saving:",
+    "    sub $200, %rsp",
+    ".Lt_saving_sub:",
     "    movq %rdi, 0(%rsp)",
     "    movq %rsi, 8(%rsp)",
     "    movq %rdx, 16(%rsp)",
@@ -139,7 +164,8 @@ core::arch::global_asm!(
     "    movaps %xmm5, 144(%rsp)",
     "    movaps %xmm6, 160(%rsp)",
     "    movaps %xmm7, 176(%rsp)",
-    "    call *.Lcbslot_table + {table} + {h_acquire}(%rip)",
+    "    mov %rbx, %rdi",
+    "    call *%r10",
     "    mov %rax, %r10",
     "    movq 0(%rsp), %rdi",
     "    movq 8(%rsp), %rsi",
@@ -157,16 +183,179 @@ core::arch::global_asm!(
     "    movaps 144(%rsp), %xmm5",
     "    movaps 160(%rsp), %xmm6",
     "    movaps 176(%rsp), %xmm7",
-    "    add $192, %rsp",
-    "    jmp 1b",
-    ".fill {slot_offset} - (. - .Lcbslot_table), 1, 0xcc",
-    // ---- the stubs: stub k and its slot are exactly TABLE_BYTES apart ----
+    "    add $200, %rsp",
+    ".Lt_saving_add:",
+    "    ret",
+    ".Lt_saving_end:",
+    ".fill {slot_offset} - (. - .Lt0), 1, 0xcc",
+    // stub k and its slot are exactly TABLE_BYTES apart
+    ".Lt_stubs:",
     ".rept {slots}",
     "0:  endbr64",
     "    lea 0b + {table}(%rip), %r11",
-    "    jmp .Lcbslot_dispatch",
+    "    jmp .Lt_dispatch",
     "    .balign {stub}, 0xcc",
     ".endr",
+    ".Lt_end:",
+    // ======== untracked: move the arguments and jump to fn ========
+    ".Lu0:",
+    ".Lu_dispatch:",
+    "    movq (%r11), %r10",
+    "    test %r10, %r10",
+    "    jz 6f",
+    "    mov %r8, %r9",
+    "    mov %rcx, %r8",
+    "    mov %rdx, %rcx",
+    "    mov %rsi, %rdx",
+    "    mov %rdi, %rsi",
+    "    movq 8(%r11), %rdi",
+    "    jmp *%r10",
+    "6:",
+    "    sub $8, %rsp",
+    ".Lu_sub:",
+    "    lea -{table}(%r11), %rdi",
+    "    call *.Lu0 + {table} + {h_stale}(%rip)",
+    "    xor %eax, %eax",
+    "    xor %edx, %edx",
+    "    pxor %xmm0, %xmm0",
+    "    pxor %xmm1, %xmm1",
+    "    add $8, %rsp",
+    ".Lu_add:",
+    "    ret",
+    ".Lu_dispatch_end:",
+    ".fill {slot_offset} - (. - .Lu0), 1, 0xcc",
+    ".Lu_stubs:",
+    ".rept {slots}",
+    "0:  endbr64",
+    "    lea 0b + {table}(%rip), %r11",
+    "    jmp .Lu_dispatch",
+    "    .balign {stub}, 0xcc",
+    ".endr",
+    ".Lu_end:",
+    ".popsection",
+
+    // ---- unwind information templates ----
+    ".pushsection .rodata.cbslot_tramp_cfi,\"a\",@progbits",
+    ".balign 8",
+    ".globl cbslot_tramp_cfi",
+    ".hidden cbslot_tramp_cfi",
+    "cbslot_tramp_cfi:",
+    // CIE: code alignment 1, data alignment -8, return address column 16, a personality (patched to an
+    // absolute address), absolute FDE addresses; CFA = rsp + 8, return address at CFA - 8
+    ".Lt_cie:",
+    "    .4byte .Lt_cie_end - .Lt_cie - 4",
+    "    .4byte 0",
+    "    .byte 1",
+    "    .asciz \"zPR\"",
+    "    .byte 1, 0x78, 16, 10, 0",
+    "    .quad 0",
+    "    .byte 0",
+    "    .byte 0x0c, 7, 8, 0x90, 1",
+    "    .balign 8, 0",
+    ".Lt_cie_end:",
+    // the dispatcher: rbx pushed, CFA = rsp + 16 until the final pop
+    ".Lt_fde1:",
+    "    .4byte .Lt_fde1_end - .Lt_fde1 - 4",
+    "    .4byte . - .Lt_cie",
+    "    .quad .Lt_dispatch - .Lt0",
+    "    .quad .Lt_dispatch_end - .Lt_dispatch",
+    "    .byte 0",
+    "    .byte 0x04",
+    "    .4byte .Lt_pushed - .Lt_dispatch",
+    "    .byte 0x0e, 16, 0x83, 2",
+    "    .byte 0x04",
+    "    .4byte .Lt_popped - .Lt_pushed",
+    "    .byte 0x0a, 0x0e, 8, 0xc3",
+    "    .byte 0x04",
+    "    .4byte .Lt_after_ret - .Lt_popped",
+    "    .byte 0x0b",
+    "    .balign 8, 0",
+    ".Lt_fde1_end:",
+    // the same without a personality, for the rest
+    ".Lt_cie2:",
+    "    .4byte .Lt_cie2_end - .Lt_cie2 - 4",
+    "    .4byte 0",
+    "    .byte 1",
+    "    .asciz \"zR\"",
+    "    .byte 1, 0x78, 16, 1, 0",
+    "    .byte 0x0c, 7, 8, 0x90, 1",
+    "    .balign 8, 0",
+    ".Lt_cie2_end:",
+    // the register-saving helper: CFA = rsp + 208 between its sub and add
+    ".Lt_fde2:",
+    "    .4byte .Lt_fde2_end - .Lt_fde2 - 4",
+    "    .4byte . - .Lt_cie2",
+    "    .quad .Lt_saving - .Lt0",
+    "    .quad .Lt_saving_end - .Lt_saving",
+    "    .byte 0",
+    "    .byte 0x04",
+    "    .4byte .Lt_saving_sub - .Lt_saving",
+    "    .byte 0x0e, 0xd0, 0x01",
+    "    .byte 0x04",
+    "    .4byte .Lt_saving_add - .Lt_saving_sub",
+    "    .byte 0x0e, 8",
+    "    .balign 8, 0",
+    ".Lt_fde2_end:",
+    // the stubs: nothing pushed
+    ".Lt_fde3:",
+    "    .4byte .Lt_fde3_end - .Lt_fde3 - 4",
+    "    .4byte . - .Lt_cie2",
+    "    .quad .Lt_stubs - .Lt0",
+    "    .quad .Lt_end - .Lt_stubs",
+    "    .byte 0",
+    "    .balign 8, 0",
+    ".Lt_fde3_end:",
+    "    .4byte 0",
+    ".globl cbslot_tramp_cfi_end",
+    ".hidden cbslot_tramp_cfi_end",
+    "cbslot_tramp_cfi_end:",
+    ".balign 8",
+    ".globl cbslot_tramp_cfi_untracked",
+    ".hidden cbslot_tramp_cfi_untracked",
+    "cbslot_tramp_cfi_untracked:",
+    ".Lu_cie:",
+    "    .4byte .Lu_cie_end - .Lu_cie - 4",
+    "    .4byte 0",
+    "    .byte 1",
+    "    .asciz \"zR\"",
+    "    .byte 1, 0x78, 16, 1, 0",
+    "    .byte 0x0c, 7, 8, 0x90, 1",
+    "    .balign 8, 0",
+    ".Lu_cie_end:",
+    ".Lu_fde1:",
+    "    .4byte .Lu_fde1_end - .Lu_fde1 - 4",
+    "    .4byte . - .Lu_cie",
+    "    .quad .Lu_dispatch - .Lu0",
+    "    .quad .Lu_dispatch_end - .Lu_dispatch",
+    "    .byte 0",
+    "    .byte 0x04",
+    "    .4byte .Lu_sub - .Lu_dispatch",
+    "    .byte 0x0e, 16",
+    "    .byte 0x04",
+    "    .4byte .Lu_add - .Lu_sub",
+    "    .byte 0x0e, 8",
+    "    .balign 8, 0",
+    ".Lu_fde1_end:",
+    ".Lu_fde2:",
+    "    .4byte .Lu_fde2_end - .Lu_fde2 - 4",
+    "    .4byte . - .Lu_cie",
+    "    .quad .Lu_stubs - .Lu0",
+    "    .quad .Lu_end - .Lu_stubs",
+    "    .byte 0",
+    "    .balign 8, 0",
+    ".Lu_fde2_end:",
+    "    .4byte 0",
+    ".globl cbslot_tramp_cfi_untracked_end",
+    ".hidden cbslot_tramp_cfi_untracked_end",
+    "cbslot_tramp_cfi_untracked_end:",
+    // where, in the tracked table, the dispatcher's calls return to: a frame unwound there was inside
+    // the call, with rbx = the depth it pushed; and where the code parts end (for debugger symbols)
+    ".balign 8",
+    ".globl cbslot_tramp_points",
+    ".hidden cbslot_tramp_points",
+    "cbslot_tramp_points:",
+    "    .quad .Lt_ret_fn - .Lt0, .Lt_ret_stale - .Lt0",
+    "    .quad .Lt_dispatch_end - .Lt0, .Lt_saving_end - .Lt0, .Lu_dispatch_end - .Lu0",
     ".popsection",
 
     // ---- this thread's in-flight record pointer ----
@@ -196,24 +385,87 @@ core::arch::global_asm!(
     h_tls = const offset_of!(Header, tls_offset),
     h_stale = const offset_of!(Header, stale),
     h_acquire = const offset_of!(Header, acquire),
+    h_deep = const offset_of!(Header, deep_cell),
     depth = const offset_of!(Rec, depth),
-    overflow = const offset_of!(Rec, overflow),
     stack = const offset_of!(Rec, stack),
     depth_max = const DEPTH_MAX,
-    deep = const DEPTH_MAX + 1,
     options(att_syntax)
 );
 
 unsafe extern "C" {
-    static cbslot_tramp_table: [u8; TABLE_BYTES];
+    static cbslot_tramp_table: [u8; TABLES * TABLE_BYTES];
+    static cbslot_tramp_cfi: u8;
+    static cbslot_tramp_cfi_end: u8;
+    static cbslot_tramp_cfi_untracked: u8;
+    static cbslot_tramp_cfi_untracked_end: u8;
+    static cbslot_tramp_points: [usize; 5];
     fn cbslot_tls_rec_slot() -> *mut *mut Rec;
     fn cbslot_tls_rec_offset() -> usize;
+    /// libgcc's unwinder.
+    fn _Unwind_GetIP(context: *mut c_void) -> usize;
+    /// libgcc's unwinder.
+    fn _Unwind_GetGR(context: *mut c_void, index: c_int) -> usize;
+    /// libgcc's unwinder.
+    fn _Unwind_GetRegionStart(context: *mut c_void) -> usize;
 }
 
-/// The code table as assembled into the library (never executed in place).
-pub(crate) fn table() -> &'static [u8; TABLE_BYTES] {
+/// The code tables as assembled into the library, tracked then untracked (never executed in place).
+pub(crate) fn tables() -> &'static [u8; TABLES * TABLE_BYTES] {
     // SAFETY: defined above; read-only code bytes.
     unsafe { &*core::ptr::addr_of!(cbslot_tramp_table) }
+}
+
+fn between(start: *const u8, end: *const u8) -> &'static [u8] {
+    // SAFETY: two labels of the same read-only section, `start` first.
+    unsafe { core::slice::from_raw_parts(start, end.offset_from(start) as usize) }
+}
+
+/// The unwind template of `kind`'s table.
+pub(crate) fn unwind_template(kind: usize) -> UnwindTemplate {
+    // SAFETY: link-time constants defined above.
+    let p = unsafe { cbslot_tramp_points };
+    let entries = SLOT_OFFSET..TABLE_BYTES;
+    if kind == TRACKED {
+        UnwindTemplate {
+            eh_frame: between(core::ptr::addr_of!(cbslot_tramp_cfi), core::ptr::addr_of!(cbslot_tramp_cfi_end)),
+            personality: personality as *const () as usize,
+            symbols: [
+                ("cbslot_dispatch", 0, p[2]),
+                ("cbslot_dispatch_saving_registers", p[2], p[3] - p[2]),
+                ("cbslot_entry", entries.start, entries.len()),
+            ],
+        }
+    } else {
+        UnwindTemplate {
+            eh_frame: between(core::ptr::addr_of!(cbslot_tramp_cfi_untracked), core::ptr::addr_of!(cbslot_tramp_cfi_untracked_end)),
+            personality: 0,
+            symbols: [
+                ("cbslot_untracked_dispatch", 0, p[4]),
+                ("cbslot_untracked_entry", entries.start, entries.len()),
+                ("", 0, 0),
+            ],
+        }
+    }
+}
+
+const URC_CONTINUE_UNWIND: c_int = 8;
+const UA_CLEANUP_PHASE: c_int = 2;
+const DWARF_RBX: c_int = 3;
+
+/// The tracked dispatcher's personality routine: when an exception or a forced unwind (`pthread_exit`,
+/// `pthread_cancel`) leaves a callback through the dispatcher, the dispatcher's epilogue never runs, so this
+/// puts the thread's nesting depth back where the dispatcher found it. It catches nothing.
+extern "C" fn personality(_version: c_int, actions: c_int, _class: u64, _exception: *mut c_void, context: *mut c_void) -> c_int {
+    if actions & UA_CLEANUP_PHASE != 0 {
+        // SAFETY: the unwinder's context for this frame; link-time constants.
+        let (at, depth, points) =
+            unsafe { (_Unwind_GetIP(context) - _Unwind_GetRegionStart(context), _Unwind_GetGR(context, DWARF_RBX), cbslot_tramp_points) };
+        // only the two calls made after the depth was pushed (fn and the stale handler) can be unwound
+        if at == points[0] || at == points[1] {
+            crate::inflight::unwound_to(depth - 1);
+        }
+    }
+    URC_CONTINUE_UNWIND
 }
 
 /// Fills the header at the start of a block's data region.
@@ -226,6 +478,7 @@ pub(crate) unsafe fn write_header(data: *mut u8) {
         tls_offset: unsafe { cbslot_tls_rec_offset() },
         stale: crate::callback::stale_call,
         acquire: crate::inflight::acquire_for_dispatcher,
+        deep_cell: crate::inflight::deep_cell_for_dispatcher,
     };
     // SAFETY: the caller passes a writable data region.
     unsafe { (data as *mut Header).write(header) };
