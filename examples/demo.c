@@ -119,7 +119,7 @@ int main(void) {
   vde_context_delete(ctx);
   cb_unregister(alice.handle);
   cb_loop_free(lp); /* unregisters the loop's own four entries */
-  cb_barrier();     /* every destroy due has run */
+  cb_barrier();     /* the destroys run on their own within ~10 ms; this makes the counts below final now */
   cb_stats st;
   cb_get_stats(&st);
   printf("\nalice got %d lines, bob %d. cbslot: %llu callbacks registered (2 subscribers + the loop's 4), "

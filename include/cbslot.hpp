@@ -80,8 +80,8 @@ class callback;
  *
  * Supported signatures (x86_64): up to 5 integer, enum or pointer arguments and up to 8 float/double
  * arguments; results of void, integer, enum, pointer, float or double. Anything else fails to compile.
- * The callable is moved into the registration; it is destroyed (on whatever thread runs cbslot's next grace
- * period) once the callback is unregistered and no call through it is in flight.
+ * The callable is moved into the registration; once the callback is unregistered and no call through it is
+ * in flight, it is destroyed on cbslot's reclaimer thread, about 10 ms later (see cb_set_reclaim_delay).
  */
 template <class R, class... Args>
 class callback<R(Args...)> {

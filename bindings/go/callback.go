@@ -96,8 +96,9 @@ func NewCallback(fn interface{}) (*Callback, error) {
 // (by default it prints the pointer and aborts the process) and the call returns 0.
 func (c *Callback) Ptr() uintptr { return c.ptr }
 
-// Free unregisters the callback. Calls already running finish; the Go func is released once the last
-// returns. Freeing twice returns an *Error with status ErrInvalid and changes nothing.
+// Free unregisters the callback. Calls already running finish; the Go func is released about 10 ms after
+// the last returns (cbslot's reclaim delay), with no further call needed. Freeing twice returns an *Error
+// with status ErrInvalid and changes nothing.
 func (c *Callback) Free() error {
 	return call(func() C.cb_status { return C.cb_status(C.cb_unregister(c.handle)) })
 }

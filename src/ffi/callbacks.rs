@@ -135,6 +135,8 @@ pub extern "C" fn cb_unregister(handle: cb_handle) -> cb_status {
 /// Like `cb_unregister`, then waits until `destroy(userdata)` has run (on this thread or another) before
 /// returning.
 ///
+/// May be called from inside a destroy notification (of another callback).
+///
 /// Errors: as `cb_unregister`; `CB_ERR_WOULD_DEADLOCK`, with nothing changed, when called from inside this
 /// very callback (on this thread, at any nesting depth); `CB_ERR_WOULD_DEADLOCK` too if, while waiting, the
 /// call is found to wait on a callback running on this thread (the unregister has happened then).
@@ -143,10 +145,14 @@ pub extern "C" fn cb_unregister_wait(handle: cb_handle) -> cb_status {
     ffi_status!("cb_unregister_wait", { CALLBACKS.unregister_wait(handle) })
 }
 
-/// Waits until the destroy notification of every callback unregistered before this call has run.
+/// Waits until the destroy notification of every callback unregistered before this call has run. Not needed
+/// for destroys to run (the reclaimer runs them: see `cb_set_reclaim_delay`); for when they must have run
+/// by now.
 ///
-/// Errors: `CB_ERR_WOULD_DEADLOCK` if one of them is running on this thread (for example, the barrier is
-/// called from inside a callback that was unregistered); the others have been destroyed then.
+/// Errors: `CB_ERR_WOULD_DEADLOCK` if one of them cannot finish while this thread waits: a callback it
+/// waits for is running on this thread (the barrier is called from inside a callback that was
+/// unregistered), or the barrier is called from inside a destroy notification (it runs the other due
+/// destroys first). Every other destroy has run then.
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_barrier() -> cb_status {
     ffi_status!("cb_barrier", { CALLBACKS.barrier() })
