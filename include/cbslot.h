@@ -376,7 +376,8 @@ enum cb_status cb_register_ex(cb_fn fn, void *userdata, cb_destroy_fn destroy, u
  * Sets how soon destroy notifications run without being asked for: about `milliseconds` after the last
  * call in flight of an unregistered callback has returned, on cbslot's reclaimer thread
  * (`cbslot-reclaim`, started by the first `cb_unregister` that needs it; it blocks every signal, and
- * grace periods stay batched: one for all the unregisters of a half delay). The default is
+ * grace periods stay batched: one for all the unregisters of a half delay; when `CB_GRACE_BATCH` are
+ * pending, the thread making the last unregister runs one itself, as with no reclaimer). The default is
  * `CB_RECLAIM_DELAY_DEFAULT_MS` (10), or `CBSLOT_RECLAIM_DELAY_MS` from the environment when the first
  * callback is unregistered.
  *
@@ -396,8 +397,9 @@ enum cb_status cb_set_reclaim_delay(uint32_t milliseconds);
  * reaches `fn` (a late call is a stale call: see `cb_set_stale_handler`). Calls already inside `fn` on
  * other threads finish normally. `destroy(userdata)` runs exactly once, after the last of them has
  * returned, outside cbslot's locks, on whichever thread runs the grace period that finds it idle: the
- * reclaimer thread (about the reclaim delay later: see `cb_set_reclaim_delay`), or a thread in
- * `cb_barrier` / `cb_unregister_wait`. An untracked entry's destroy runs inside this call.
+ * reclaimer thread (about the reclaim delay later: see `cb_set_reclaim_delay`), the thread making the
+ * `CB_GRACE_BATCH`th pending unregister, or a thread in `cb_barrier` / `cb_unregister_wait`. An untracked
+ * entry's destroy runs inside this call.
  *
  * May be called from inside the callback itself (destroy runs after it returns). The entry's slot is
  * reused only after `CB_QUARANTINE_SLOTS` later freed slots, so stale calls are caught meanwhile.

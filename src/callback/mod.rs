@@ -9,10 +9,11 @@
 //!   are stale) → destroyed once no thread is inside it (a grace period, [`inflight`]) → quarantined at the
 //!   back of its kind's FIFO → reused once more than [`QUARANTINE`] slots are queued behind it. An untracked
 //!   slot is destroyed in `unregister` itself (its caller promised that no call is in flight).
-//! * Grace periods are batched. By default a reclaimer thread (started by the first unregister) runs one
-//!   about half the reclaim delay after a slot becomes pending, and again every half delay while some stay
-//!   in flight, or at once when [`BATCH`] are pending. With the delay set to 0 there is no thread: one runs
-//!   when [`BATCH`] unregisters are pending. `cb_barrier` / `cb_unregister_wait` run one when they need it.
+//! * Grace periods are batched. One runs on the unregistering thread when [`BATCH`] unregisters are
+//!   pending. Besides, by default, a reclaimer thread (started by the first unregister) runs one about half
+//!   the reclaim delay after a slot becomes pending, and again every half delay while some stay in flight;
+//!   with the delay set to 0 there is no such thread. `cb_barrier` / `cb_unregister_wait` run one when they
+//!   need it.
 //!   `destroy(userdata)` runs on the thread running the grace period, outside every lock.
 
 // Without trampolines (see `arch`), the call-path helpers below are never referenced.
@@ -426,6 +427,11 @@ impl Callbacks {
         if self.kind_of(index) == UNTRACKED {
             // no call is in flight, by the registration's promise: destroy now, on this thread
             let (destroy, userdata) = self.free_slot(&mut g, index);
+            if destroy == 0 {
+                g.done.mark(seq);
+                g.stats.destroyed_total += 1;
+                return Ok(seq);
+            }
             drop(g);
             run_destroys(self, vec![(destroy, userdata, seq)]);
             return Ok(seq);
@@ -435,11 +441,11 @@ impl Callbacks {
         // counting new unregisters, not pending ones, so slots kept in flight do not make every later
         // unregister pay for a grace period
         let batch_full = g.since_grace >= BATCH;
-        let wake = match self.reclaimer(&mut g) {
-            Some(t) => (g.pending.len() == 1 || batch_full).then_some(t),
-            None => None,
-        };
-        let inline = batch_full && g.reclaimer.thread.is_none();
+        // a full batch is run here, as with no reclaimer: under a stream of unregisters that costs this thread
+        // one barrier per batch, where the reclaimer's barrier would interrupt this thread's CPU as well
+        let first = g.pending.len() == 1 || g.reclaimer.thread.is_none();
+        let wake = (!batch_full && first && self.reclaimer(&mut g)).then(|| g.reclaimer.thread.clone()).flatten();
+        let inline = batch_full;
         drop(g);
         if let Some(t) = wake {
             t.unpark();
@@ -450,12 +456,12 @@ impl Callbacks {
         Ok(seq)
     }
 
-    /// The reclaimer thread, started if the delay asks for one and none runs; `None` when the delay is 0,
-    /// the process is exiting, or no thread could be started (then grace periods run as with delay 0, and
-    /// the next unregister tries again).
-    fn reclaimer(&self, g: &mut Inner) -> Option<Thread> {
+    /// True if a reclaimer thread runs (started here if the delay asks for one and none runs); false when
+    /// the delay is 0, the process is exiting, or no thread could be started (then grace periods run as with
+    /// delay 0, and the next unregister tries again).
+    fn reclaimer(&self, g: &mut Inner) -> bool {
         if g.reclaimer.exiting || reclaim_delay(g) == 0 {
-            return None;
+            return false;
         }
         if g.reclaimer.thread.is_none() {
             static AT_EXIT: std::sync::Once = std::sync::Once::new();
@@ -473,11 +479,11 @@ impl Callbacks {
             let spawned = std::thread::Builder::new().name("cbslot-reclaim".into()).spawn(|| CALLBACKS.reclaim_loop());
             g.reclaimer.thread = spawned.ok().map(|h| h.thread().clone());
         }
-        g.reclaimer.thread.clone()
+        g.reclaimer.thread.is_some()
     }
 
-    /// The reclaimer thread: a grace period half a delay after a slot becomes pending (at once when a batch
-    /// is full), and every half delay while some stay in flight; parked while nothing is pending.
+    /// The reclaimer thread: a grace period half a delay after a slot becomes pending, and every half delay
+    /// while some stay in flight; parked while nothing is pending.
     fn reclaim_loop(&self) {
         // SAFETY: a local signal set; blocking every signal in this thread only, so the process's signals go
         // to the program's own threads.
@@ -501,9 +507,6 @@ impl Callbacks {
             };
             let deadline = Instant::now() + window;
             while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
-                if self.inner.lock().since_grace >= BATCH {
-                    break;
-                }
                 std::thread::park_timeout(left);
             }
             abort_on_panic("panic in cbslot's reclaimer thread", || self.grace_period());
@@ -518,7 +521,7 @@ impl Callbacks {
         g.reclaimer.delay_ms = Some(ms);
         let stop = if ms == 0 { g.reclaimer.thread.take() } else { None };
         // slots left pending by a delay of 0 get a reclaimer now
-        let start = if ms != 0 && !g.pending.is_empty() { self.reclaimer(&mut g) } else { None };
+        let start = (ms != 0 && !g.pending.is_empty() && self.reclaimer(&mut g)).then(|| g.reclaimer.thread.clone()).flatten();
         drop(g);
         stop.into_iter().chain(start).for_each(|t| t.unpark());
         Ok(())
@@ -542,13 +545,20 @@ impl Callbacks {
             if busy.contains(self.data_addr(index)) {
                 g.pending.push((index, seq));
             } else {
-                let (destroy, userdata) = self.free_slot(&mut g, index);
-                destroys.push((destroy, userdata, seq));
+                match self.free_slot(&mut g, index) {
+                    (0, _) => {
+                        g.done.mark(seq);
+                        g.stats.destroyed_total += 1;
+                    }
+                    (destroy, userdata) => destroys.push((destroy, userdata, seq)),
+                }
             }
         }
         drop(g);
         drop(guard);
-        run_destroys(self, destroys);
+        if !destroys.is_empty() {
+            run_destroys(self, destroys);
+        }
     }
 
     /// Runs grace periods until `done(g)` holds, or fails with `CB_ERR_WOULD_DEADLOCK` when what it waits
