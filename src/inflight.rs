@@ -158,19 +158,18 @@ pub(crate) fn acquire() -> &'static Rec {
     rec
 }
 
-/// Called by the dispatcher on a thread's first call (all argument registers saved around it; the argument
-/// is not used).
-pub(crate) extern "C" fn acquire_for_dispatcher(_: usize) -> *const Rec {
+/// Called by the dispatcher on a thread's first call (all argument registers saved around it).
+pub(crate) extern "C" fn acquire_for_dispatcher() -> *const Rec {
     crate::error::abort_on_panic("could not set up this thread's in-flight record", acquire)
 }
 
-/// Called by the dispatcher (all argument registers saved around it) when it has pushed depth `depth`,
-/// past the record's own cells: the cell to write the slot to. Maps the next page when needed, with a system
+/// Called by the dispatcher (all argument registers saved around it) when it has pushed a depth past the
+/// record's own cells: the cell to write the slot to. Maps the next page when needed, with a system
 /// call only, so it is as safe in a signal handler as the dispatcher itself.
-pub(crate) extern "C" fn deep_cell_for_dispatcher(depth: usize) -> *const AtomicUsize {
+pub(crate) extern "C" fn deep_cell_for_dispatcher() -> *const AtomicUsize {
     crate::error::abort_on_panic("could not track a deep callback", || {
         let rec = current().expect("the dispatcher has a record");
-        let mut i = depth - DEPTH_MAX - 1;
+        let mut i = rec.depth.load(Relaxed) - DEPTH_MAX - 1;
         let mut link = &rec.deep;
         loop {
             let mut page = link.load(Acquire);
@@ -198,10 +197,10 @@ pub(crate) extern "C" fn deep_cell_for_dispatcher(depth: usize) -> *const Atomic
 }
 
 /// An unwinder is leaving a dispatcher frame without running its epilogue (an exception or a forced
-/// unwind went through a callback): the thread's depth goes back to what that frame found.
-pub(crate) fn unwound_to(depth: usize) {
+/// unwind went through a callback): the record is popped in its place.
+pub(crate) fn unwound_one() {
     if let Some(rec) = current() {
-        rec.depth.store(depth, Release);
+        rec.depth.store(rec.depth.load(Relaxed).saturating_sub(1), Release);
     }
 }
 

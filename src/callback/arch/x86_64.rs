@@ -17,9 +17,9 @@
 //! ## The tracked dispatcher
 //! Runs with `r11 = &slot` and the caller's arguments untouched:
 //! 1. Pushes the slot on this thread's in-flight record (depth first, then the entry, so a signal handler
-//!    that calls an entry in between cannot lose it). The new depth stays in `rbx` (callee-saved) and the
-//!    one before is stored back on exit, so no load-modify-store of the depth sits on the way out. Past the
-//!    record's own [`DEPTH_MAX`] cells, a Rust function gives the cell (the record grows page by page).
+//!    that calls an entry in between cannot lose it). The record stays in `rbx` (callee-saved) for the way
+//!    out. Past the record's own [`DEPTH_MAX`] cells, a Rust function gives the cell (the record grows page
+//!    by page).
 //! 2. Loads `fn`; NULL means the slot is not registered: the stale path.
 //! 3. Shifts the integer argument registers up by one (`rdi..r8 -> rsi..r9`), puts `userdata` in `rdi`, and
 //!    calls `fn`. `rax` (the vector-register count of a variadic call) and `xmm0..7` pass through.
@@ -66,8 +66,8 @@ struct Header {
     /// Offset of `cbslot_tls_rec` from the thread pointer (`%fs:0`).
     tls_offset: usize,
     stale: extern "C" fn(usize),
-    acquire: extern "C" fn(usize) -> *const Rec,
-    deep_cell: extern "C" fn(usize) -> *const core::sync::atomic::AtomicUsize,
+    acquire: extern "C" fn() -> *const Rec,
+    deep_cell: extern "C" fn() -> *const core::sync::atomic::AtomicUsize,
 }
 const _: () = assert!(core::mem::size_of::<Header>() <= SLOT_OFFSET);
 
@@ -87,18 +87,18 @@ core::arch::global_asm!(
     "    push %rbx",
     ".Lt_pushed:",
     "    movq .Lt0 + {table} + {h_tls}(%rip), %r10",
-    "    movq %fs:(%r10), %r10",
-    "    test %r10, %r10",
+    "    movq %fs:(%r10), %rbx",
+    "    test %rbx, %rbx",
     "    jz 5f",
-    // push the slot on the record: depth first, then the entry, so a signal handler that calls an entry
-    // in between cannot lose it; the new depth stays in rbx (callee-saved) for the way out
+    // push the slot on the record (kept in rbx, callee-saved, for the way out): depth first, then the
+    // entry, so a signal handler that calls an entry in between cannot lose it
     "1:",
-    "    movq {depth}(%r10), %rbx",
-    "    incq %rbx",
-    "    movq %rbx, {depth}(%r10)",
-    "    cmp ${depth_max}, %rbx",
+    "    movq {depth}(%rbx), %r10",
+    "    incq %r10",
+    "    movq %r10, {depth}(%rbx)",
+    "    cmp ${depth_max}, %r10",
     "    ja 3f",
-    "    movq %r11, {stack} - 8(%r10,%rbx,8)",
+    "    movq %r11, {stack} - 8(%rbx,%r10,8)",
     "2:",
     "    movq (%r11), %r10",
     "    test %r10, %r10",
@@ -111,12 +111,9 @@ core::arch::global_asm!(
     "    movq 8(%r11), %rdi",
     "    call *%r10",
     ".Lt_ret_fn:",
-    // leave: depth back to its value on entry (no load of it on the way out)
+    // leave: pop the record
     "7:",
-    "    movq .Lt0 + {table} + {h_tls}(%rip), %r10",
-    "    movq %fs:(%r10), %r10",
-    "    decq %rbx",
-    "    movq %rbx, {depth}(%r10)",
+    "    decq {depth}(%rbx)",
     "    pop %rbx",
     ".Lt_popped:",
     "    ret",
@@ -142,9 +139,10 @@ core::arch::global_asm!(
     "5:",
     "    movq .Lt0 + {table} + {h_acquire}(%rip), %r10",
     "    call .Lt_saving",
+    "    mov %r10, %rbx",
     "    jmp 1b",
     ".Lt_dispatch_end:",
-    // calls *r10 with rdi = rbx, keeping every argument register (and rax, r11); returns its result in r10
+    // calls *r10 (no arguments), keeping every argument register (and rax, r11); returns its result in r10
     ".Lt_saving:",
     "    sub $200, %rsp",
     ".Lt_saving_sub:",
@@ -164,7 +162,6 @@ core::arch::global_asm!(
     "    movaps %xmm5, 144(%rsp)",
     "    movaps %xmm6, 160(%rsp)",
     "    movaps %xmm7, 176(%rsp)",
-    "    mov %rbx, %rdi",
     "    call *%r10",
     "    mov %rax, %r10",
     "    movq 0(%rsp), %rdi",
@@ -404,7 +401,6 @@ unsafe extern "C" {
     /// libgcc's unwinder.
     fn _Unwind_GetIP(context: *mut c_void) -> usize;
     /// libgcc's unwinder.
-    fn _Unwind_GetGR(context: *mut c_void, index: c_int) -> usize;
     /// libgcc's unwinder.
     fn _Unwind_GetRegionStart(context: *mut c_void) -> usize;
 }
@@ -450,19 +446,19 @@ pub(crate) fn unwind_template(kind: usize) -> UnwindTemplate {
 
 const URC_CONTINUE_UNWIND: c_int = 8;
 const UA_CLEANUP_PHASE: c_int = 2;
-const DWARF_RBX: c_int = 3;
 
 /// The tracked dispatcher's personality routine: when an exception or a forced unwind (`pthread_exit`,
 /// `pthread_cancel`) leaves a callback through the dispatcher, the dispatcher's epilogue never runs, so this
-/// puts the thread's nesting depth back where the dispatcher found it. It catches nothing.
+/// pops the thread's record in its place. (Frames are cleaned up innermost first, each once, so popping
+/// one level per dispatcher frame puts the depth back where the outermost one found it.) It catches
+/// nothing.
 extern "C" fn personality(_version: c_int, actions: c_int, _class: u64, _exception: *mut c_void, context: *mut c_void) -> c_int {
     if actions & UA_CLEANUP_PHASE != 0 {
         // SAFETY: the unwinder's context for this frame; link-time constants.
-        let (at, depth, points) =
-            unsafe { (_Unwind_GetIP(context) - _Unwind_GetRegionStart(context), _Unwind_GetGR(context, DWARF_RBX), cbslot_tramp_points) };
+        let (at, points) = unsafe { (_Unwind_GetIP(context) - _Unwind_GetRegionStart(context), cbslot_tramp_points) };
         // only the two calls made after the depth was pushed (fn and the stale handler) can be unwound
         if at == points[0] || at == points[1] {
-            crate::inflight::unwound_to(depth - 1);
+            crate::inflight::unwound_one();
         }
     }
     URC_CONTINUE_UNWIND
