@@ -205,8 +205,8 @@ pub(crate) fn add(
     };
     if token.is_null() {
         rec.life.lock().given_back = true; // nothing to give back
-        ctx.inner.lock().events.remove(&ev);
         finish(ev, &rec);
+        ctx.inner.lock().events.remove(&ev);
         return Err(Error::Host(if fd.is_some() { "the host's event_add failed" } else { "the host's timeout_add failed" }));
     }
     let give_back = {
@@ -229,19 +229,23 @@ fn handler_del(rec: &EventRec) -> EventDel {
 
 /// Ends an event: no more callbacks (it waits for those running on other threads, unless this thread is
 /// inside an event callback itself), the host token back to the host (once, if known yet), the handle
-/// removed. Returns false if it had already ended.
+/// removed. Returns false if it had already ended (having waited all the same).
+/// Callers take the event out of its context's set only after this, so a fini that does not find it there
+/// knows it has ended and its callbacks on other threads have returned.
 fn finish(ev: u64, rec: &EventRec) -> bool {
     let token = {
         let mut life = rec.life.lock();
-        if life.done {
-            return false;
-        }
-        life.done = true;
+        // Ended already (by a racing del, fini or the one-shot's own firing): still wait, so this del or fini
+        // does not return while that ender waits for a callback running on another thread.
+        let first = !core::mem::replace(&mut life.done, true);
         let me = thread_key();
         if IN_CALLBACK.with(|c| c.get()) == 0 {
             while life.running.iter().any(|&t| t != me) {
                 rec.returned.wait(&mut life);
             }
+        }
+        if !first {
+            return false;
         }
         match life.token {
             Some(t) if !life.given_back => {
@@ -273,8 +277,9 @@ pub(crate) fn del(handle: u64, ev: u64, timeout: bool) -> Result<(), Error> {
             "the token is a timeout: delete it with vde_context_timeout_del"
         }));
     }
+    let ended = finish(ev, &rec);
     ctx.inner.lock().events.remove(&ev);
-    if finish(ev, &rec) { Ok(()) } else { Err(Error::InvalidArg("the event was already deleted or finished")) }
+    if ended { Ok(()) } else { Err(Error::InvalidArg("the event was already deleted or finished")) }
 }
 
 /// The callback cbslot gives the host loop: `arg` is the event's handle.
@@ -303,10 +308,10 @@ pub(crate) extern "C" fn fire(fd: c_int, events: c_short, arg: *mut c_void) {
             rec.returned.notify_all();
         }
         if !rec.persistent {
+            finish(ev, &rec);
             if let Ok(ctx) = context(rec.context) {
                 ctx.inner.lock().events.remove(&ev);
             }
-            finish(ev, &rec);
         }
     })
 }
