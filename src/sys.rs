@@ -104,3 +104,64 @@ impl Epoll {
         &buf[..n.max(0) as usize]
     }
 }
+
+/// A futex word: threads sleep until it changes, and `bump` changes it and wakes them. Fork-safe: a plain
+/// integer with no list of waiters.
+pub(crate) struct Futex(core::sync::atomic::AtomicU32);
+
+impl Futex {
+    pub(crate) const fn new() -> Self {
+        Futex(core::sync::atomic::AtomicU32::new(0))
+    }
+
+    /// The current value, to pass to `wait`.
+    pub(crate) fn value(&self) -> u32 {
+        self.0.load(core::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Sleeps while the word is still `seen`, at most `timeout` (`None`: no limit); may return early.
+    pub(crate) fn wait(&self, seen: u32, timeout: Option<Duration>) {
+        let ts = timeout.map(|d| libc::timespec {
+            tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        });
+        let ts_ptr = ts.as_ref().map_or(core::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: a private futex wait on our own word, with a local (or no) relative timeout.
+        keeping_errno(|| unsafe { libc::syscall(libc::SYS_futex, self.0.as_ptr(), libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, seen, ts_ptr) });
+    }
+
+    /// Changes the word and wakes every sleeper.
+    pub(crate) fn bump(&self) {
+        self.0.fetch_add(1, core::sync::atomic::Ordering::Release);
+        // SAFETY: a private futex wake on our own word.
+        keeping_errno(|| unsafe { libc::syscall(libc::SYS_futex, self.0.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX) });
+    }
+}
+
+/// Starts a detached thread named `name` running `start(arg)`, with every signal blocked from its first
+/// instruction on. Returns false if the system refused the thread.
+///
+/// Plain pthreads rather than `std::thread`: such a thread owns no heap memory of its own while it sleeps,
+/// so in a fork child (where it does not exist) nothing it held shows up as leaked.
+pub(crate) fn spawn_detached(name: &core::ffi::CStr, start: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void, arg: usize) -> bool {
+    // SAFETY: local attribute and signal-set objects, initialised before use and destroyed after; the new
+    // thread inherits the blocked mask, then this thread's own mask is put back.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        if libc::pthread_attr_init(&mut attr) != 0 {
+            return false;
+        }
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        let (mut all, mut old): (libc::sigset_t, libc::sigset_t) = (core::mem::zeroed(), core::mem::zeroed());
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let mut thread: libc::pthread_t = 0;
+        let ok = libc::pthread_create(&mut thread, &attr, start, arg as *mut libc::c_void) == 0;
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        if ok {
+            libc::pthread_setname_np(thread, name.as_ptr());
+        }
+        ok
+    }
+}

@@ -28,12 +28,11 @@ use crate::error::{Error, abort_on_panic, fatal};
 use crate::handle::{GEN_MAX, Kind, check_kind, pack};
 use crate::inflight;
 use crate::segvec::{SegVec, Zeroed};
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use arch::{SLOT_BYTES, SLOT_OFFSET, SLOTS_PER_BLOCK, STUB_BYTES, TABLE_BYTES, TABLES, TRACKED, UNTRACKED};
@@ -150,12 +149,14 @@ struct Pool {
     end: u64,
 }
 
-/// The reclaimer thread's settings and handle.
+/// The reclaimer thread's settings and identity.
 struct Reclaimer {
     /// Milliseconds; `None` until first needed (then `CBSLOT_RECLAIM_DELAY_MS` or the default).
     delay_ms: Option<u32>,
-    /// The running reclaimer; a thread that finds itself no longer named here exits.
-    thread: Option<Thread>,
+    /// The running reclaimer's number; a reclaimer that finds another number here (or none) exits.
+    running: Option<u64>,
+    /// The number the next reclaimer gets.
+    started: u64,
     /// The process is exiting: no reclaimer from now on.
     exiting: bool,
 }
@@ -188,6 +189,8 @@ pub(crate) struct Callbacks {
 }
 
 pub(crate) static CALLBACKS: Callbacks = Callbacks::new();
+/// Wakes the reclaimer: when a slot becomes pending with none before it, and when it must stop.
+static RECLAIM_WAKE: crate::sys::Futex = crate::sys::Futex::new();
 static META: SegVec<Meta> = SegVec::new();
 static BLOCKS: SegVec<AtomicUsize> = SegVec::new();
 
@@ -197,37 +200,49 @@ type Due = (usize, usize, u64);
 /// The destroys this thread has taken on: `queued` (a stack: the next to run is last) and the ones it is
 /// inside right now (`running`, innermost last). A `cb_barrier` called from inside a destroy runs the
 /// queued ones itself and only cannot wait for the running ones.
+#[derive(Default)]
 struct Destroying {
     queued: Vec<Due>,
     running: Vec<u64>,
 }
 
 thread_local! {
-    static DESTROYING: RefCell<Destroying> = const { RefCell::new(Destroying { queued: Vec::new(), running: Vec::new() }) };
+    /// This thread's `Destroying`, which lives in the frame of its outermost `run_destroys` (so no thread
+    /// keeps heap memory for it between destroys); null outside.
+    static DESTROYING: Cell<*const RefCell<Destroying>> = const { Cell::new(core::ptr::null()) };
+}
+
+/// Runs `f` on this thread's `Destroying`, if it is inside `run_destroys`.
+fn destroying<R>(f: impl FnOnce(&mut Destroying) -> R) -> Option<R> {
+    let p = DESTROYING.try_with(Cell::get).unwrap_or(core::ptr::null());
+    // SAFETY: non-null only while the outermost `run_destroys` of this thread, which owns it, is running.
+    unsafe { p.as_ref() }.map(|d| f(&mut d.borrow_mut()))
 }
 
 /// Runs destroy notifications in order (through this thread's queue, so a barrier inside one can run the
 /// rest), marking each done as it returns.
 fn run_destroys(callbacks: &Callbacks, batch: Vec<Due>) {
-    let queue = |d: &RefCell<Destroying>| {
-        let mut d = d.borrow_mut();
+    let own = RefCell::new(Destroying::default());
+    let outermost = destroying(|_| ()).is_none() && DESTROYING.try_with(|p| p.set(&own)).is_ok();
+    let Some(base) = destroying(|d| {
         let base = d.queued.len();
         d.queued.extend(batch.iter().rev().copied());
         base
-    };
-    let Ok(base) = DESTROYING.try_with(queue) else {
+    }) else {
         // this thread's thread-locals are gone (a thread-exit destructor called cbslot): run them here
         return batch.into_iter().for_each(|due| run_one(callbacks, due));
     };
-    let take = |d: &RefCell<Destroying>| {
-        let mut d = d.borrow_mut();
+    let take = |d: &mut Destroying| {
         let next = if d.queued.len() > base { d.queued.pop() } else { None };
         d.running.extend(next.map(|n| n.2));
         next
     };
-    while let Some(due) = DESTROYING.try_with(take).ok().flatten() {
+    while let Some(due) = destroying(take).flatten() {
         run_one(callbacks, due);
-        let _ = DESTROYING.try_with(|d| d.borrow_mut().running.pop());
+        destroying(|d| d.running.pop());
+    }
+    if outermost {
+        DESTROYING.with(|p| p.set(core::ptr::null()));
     }
 }
 
@@ -269,7 +284,7 @@ impl Callbacks {
                 },
                 limit: 0,
                 watermark: None,
-                reclaimer: Reclaimer { delay_ms: None, thread: None, exiting: false },
+                reclaimer: Reclaimer { delay_ms: None, running: None, started: 0, exiting: false },
             }),
             grace: Mutex::new(()),
             meta: &META,
@@ -443,12 +458,12 @@ impl Callbacks {
         let batch_full = g.since_grace >= BATCH;
         // a full batch is run here, as with no reclaimer: under a stream of unregisters that costs this thread
         // one barrier per batch, where the reclaimer's barrier would interrupt this thread's CPU as well
-        let first = g.pending.len() == 1 || g.reclaimer.thread.is_none();
-        let wake = (!batch_full && first && self.reclaimer(&mut g)).then(|| g.reclaimer.thread.clone()).flatten();
+        let first = g.pending.len() == 1 || g.reclaimer.running.is_none();
+        let wake = !batch_full && first && self.reclaimer(&mut g);
         let inline = batch_full;
         drop(g);
-        if let Some(t) = wake {
-            t.unpark();
+        if wake {
+            RECLAIM_WAKE.bump();
         }
         if inline {
             self.grace_period();
@@ -463,53 +478,58 @@ impl Callbacks {
         if g.reclaimer.exiting || reclaim_delay(g) == 0 {
             return false;
         }
-        if g.reclaimer.thread.is_none() {
+        if g.reclaimer.running.is_none() {
             static AT_EXIT: std::sync::Once = std::sync::Once::new();
             AT_EXIT.call_once(|| {
                 extern "C" fn exiting() {
                     let mut g = CALLBACKS.inner.lock();
                     g.reclaimer.exiting = true;
-                    if let Some(t) = g.reclaimer.thread.take() {
-                        t.unpark();
-                    }
+                    g.reclaimer.running = None;
+                    drop(g);
+                    RECLAIM_WAKE.bump();
                 }
                 // SAFETY: a plain function; the library is never unloaded (linked -z nodelete).
                 unsafe { libc::atexit(exiting) };
             });
-            let spawned = std::thread::Builder::new().name("cbslot-reclaim".into()).spawn(|| CALLBACKS.reclaim_loop());
-            g.reclaimer.thread = spawned.ok().map(|h| h.thread().clone());
+            extern "C" fn start(number: *mut c_void) -> *mut c_void {
+                abort_on_panic("panic in cbslot's reclaimer thread", || CALLBACKS.reclaim_loop(number as u64));
+                core::ptr::null_mut()
+            }
+            let number = g.reclaimer.started;
+            g.reclaimer.started += 1;
+            if crate::sys::spawn_detached(c"cbslot-reclaim", start, number as usize) {
+                g.reclaimer.running = Some(number);
+            }
         }
-        g.reclaimer.thread.is_some()
+        g.reclaimer.running.is_some()
     }
 
-    /// The reclaimer thread: a grace period half a delay after a slot becomes pending, and every half delay
-    /// while some stay in flight; parked while nothing is pending.
-    fn reclaim_loop(&self) {
-        // SAFETY: a local signal set; blocking every signal in this thread only, so the process's signals go
-        // to the program's own threads.
-        unsafe {
-            let mut all: libc::sigset_t = core::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &all, core::ptr::null_mut());
-        }
-        let me = std::thread::current().id();
+    /// The reclaimer thread number `number`: a grace period half a delay after a slot becomes pending, and
+    /// every half delay while some stay in flight; asleep while nothing is pending. Returns when it is no
+    /// longer the reclaimer (the delay was set to 0, or the process is exiting).
+    fn reclaim_loop(&self, number: u64) {
         loop {
+            let seen = RECLAIM_WAKE.value();
             let window = {
                 let mut g = self.inner.lock();
-                if g.reclaimer.thread.as_ref().map(Thread::id) != Some(me) {
+                if g.reclaimer.running != Some(number) {
                     return;
                 }
                 (!g.pending.is_empty()).then(|| Duration::from_micros(reclaim_delay(&mut g) as u64 * 500))
             };
             let Some(window) = window else {
-                std::thread::park();
+                RECLAIM_WAKE.wait(seen, None);
                 continue;
             };
             let deadline = Instant::now() + window;
             while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
-                std::thread::park_timeout(left);
+                let seen = RECLAIM_WAKE.value();
+                if self.inner.lock().reclaimer.running != Some(number) {
+                    return;
+                }
+                RECLAIM_WAKE.wait(seen, Some(left));
             }
-            abort_on_panic("panic in cbslot's reclaimer thread", || self.grace_period());
+            self.grace_period();
         }
     }
 
@@ -519,11 +539,14 @@ impl Callbacks {
         }
         let mut g = self.inner.lock();
         g.reclaimer.delay_ms = Some(ms);
-        let stop = if ms == 0 { g.reclaimer.thread.take() } else { None };
-        // slots left pending by a delay of 0 get a reclaimer now
-        let start = (ms != 0 && !g.pending.is_empty() && self.reclaimer(&mut g)).then(|| g.reclaimer.thread.clone()).flatten();
+        if ms == 0 {
+            g.reclaimer.running = None;
+        } else if !g.pending.is_empty() {
+            // slots left pending by a delay of 0 get a reclaimer now
+            self.reclaimer(&mut g);
+        }
         drop(g);
-        stop.into_iter().chain(start).for_each(|t| t.unpark());
+        RECLAIM_WAKE.bump();
         Ok(())
     }
 
@@ -595,9 +618,9 @@ impl Callbacks {
         let target = self.inner.lock().done.next_seq();
         // called from inside a destroy: the ones queued behind it on this thread run now, here; the ones
         // this thread is inside cannot finish while it waits
-        let queued = DESTROYING.try_with(|d| core::mem::take(&mut d.borrow_mut().queued)).unwrap_or_default();
+        let queued = destroying(|d| core::mem::take(&mut d.queued)).unwrap_or_default();
         run_destroys(self, queued.into_iter().rev().collect());
-        let mut mine: Vec<u64> = DESTROYING.try_with(|d| d.borrow().running.clone()).unwrap_or_default();
+        let mut mine: Vec<u64> = destroying(|d| d.running.clone()).unwrap_or_default();
         mine.sort_unstable();
         self.wait_until(|g| (g.done.base..target).all(|s| g.done.is_done(s) || mine.binary_search(&s).is_ok()))?;
         if mine.iter().any(|&s| s < target) {
@@ -647,7 +670,7 @@ impl Callbacks {
     /// reclaimer does not exist here: the child's first unregister starts its own.
     fn after_fork_in_child(&self) {
         let mut g = self.inner.lock();
-        g.reclaimer.thread = None;
+        g.reclaimer.running = None;
         let pending = core::mem::take(&mut g.pending);
         for &(index, seq) in &pending {
             self.free_slot(&mut g, index);
