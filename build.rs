@@ -5,7 +5,7 @@
 //!   (`tests/header_drift.rs`, run by CTest) fails when the two differ, so a stale header never lands.
 //! * Cargo sets no SONAME; we pass `-soname libcbslot.so.<major>` to the linker and create the
 //!   `libcbslot.so.<major>` link beside the built library so programs linked against it run from the build tree.
-//!   The library is also linked `-z nodelete`.
+//!   The library is also linked `-z nodelete` and `-Bsymbolic`.
 
 use std::env;
 use std::fs;
@@ -33,6 +33,10 @@ fn main() {
         // Never unloaded by dlclose: mapped trampolines jump into the library's code, and a thread-exit
         // destructor is registered with pthread.
         println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
+        // The library's references to its own exported symbols bind to its own definitions: in particular
+        // the GDB JIT interface's two names, which another JIT in the process may define too (gdb reads
+        // one descriptor per loaded object).
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-Bsymbolic");
         // $OUT_DIR is <target-dir>/[<triple>/]<profile>/build/cbslot-<hash>/out
         if let Some(profile_dir) = out_dir.ancestors().nth(3) {
             soname_link(profile_dir, &soname);

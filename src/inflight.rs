@@ -175,7 +175,7 @@ pub(crate) extern "C" fn deep_cell_for_dispatcher() -> *const AtomicUsize {
             let mut page = link.load(Acquire);
             if page.is_null() {
                 // SAFETY: a fresh anonymous page, zeroed: a valid `Deep` (atomics and a null link).
-                page = unsafe {
+                let fresh = unsafe {
                     let p = libc::mmap(ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
                     if p == libc::MAP_FAILED {
                         rec.lost.store(true, Release);
@@ -183,7 +183,15 @@ pub(crate) extern "C" fn deep_cell_for_dispatcher() -> *const AtomicUsize {
                     }
                     p as *mut Deep
                 };
-                link.store(page, Release);
+                // a signal handler on this thread may have linked a page meanwhile: keep the first
+                page = match link.compare_exchange(ptr::null_mut(), fresh, AcqRel, Acquire) {
+                    Ok(_) => fresh,
+                    Err(linked) => {
+                        // SAFETY: our own page, never published.
+                        unsafe { libc::munmap(fresh.cast(), 4096) };
+                        linked
+                    }
+                };
             }
             // SAFETY: deep pages are never freed.
             let p = unsafe { &*page };

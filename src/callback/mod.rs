@@ -28,7 +28,7 @@ use crate::error::{Error, abort_on_panic, fatal};
 use crate::handle::{GEN_MAX, Kind, check_kind, pack};
 use crate::inflight;
 use crate::segvec::{SegVec, Zeroed};
-use core::cell::{Cell, RefCell};
+use core::cell::Cell;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 use parking_lot::Mutex;
@@ -129,7 +129,11 @@ impl Done {
         self.flags.push_back(false);
         self.next_seq() - 1
     }
+    /// Marks `seq` done (again: a no-op).
     fn mark(&mut self, seq: u64) {
+        if seq < self.base {
+            return;
+        }
         self.flags[(seq - self.base) as usize] = true;
         while self.flags.front() == Some(&true) {
             self.flags.pop_front();
@@ -169,6 +173,11 @@ struct Inner {
     /// Unregisters since the last grace period started (what triggers the next one).
     since_grace: usize,
     done: Done,
+    /// Destroys due (their grace period has passed) that no thread has started yet: any thread that runs
+    /// destroys or waits for them takes from here, oldest first.
+    ready: VecDeque<Due>,
+    /// Destroys some thread is inside right now.
+    running: Vec<u64>,
     /// Counters, kept in the C API's own shape (`pending_destroy` and `stale_calls` are filled on read).
     stats: cb_stats,
     limit: u64,
@@ -197,65 +206,14 @@ static BLOCKS: SegVec<AtomicUsize> = SegVec::new();
 /// A destroy notification due: `(destroy, userdata, unregister seq)`.
 type Due = (usize, usize, u64);
 
-/// The destroys this thread has taken on: `queued` (a stack: the next to run is last) and the ones it is
-/// inside right now (`running`, innermost last). A `cb_barrier` called from inside a destroy runs the
-/// queued ones itself and only cannot wait for the running ones.
-#[derive(Default)]
-struct Destroying {
-    queued: Vec<Due>,
-    running: Vec<u64>,
-}
-
 thread_local! {
-    /// This thread's `Destroying`, which lives in the frame of its outermost `run_destroys` (so no thread
-    /// keeps heap memory for it between destroys); null outside.
-    static DESTROYING: Cell<*const RefCell<Destroying>> = const { Cell::new(core::ptr::null()) };
+    /// How many destroy notifications this thread is inside (a plain counter: no destructor, so it works
+    /// in thread-exit destructors too).
+    static IN_DESTROY: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Runs `f` on this thread's `Destroying`, if it is inside `run_destroys`.
-fn destroying<R>(f: impl FnOnce(&mut Destroying) -> R) -> Option<R> {
-    let p = DESTROYING.try_with(Cell::get).unwrap_or(core::ptr::null());
-    // SAFETY: non-null only while the outermost `run_destroys` of this thread, which owns it, is running.
-    unsafe { p.as_ref() }.map(|d| f(&mut d.borrow_mut()))
-}
-
-/// Runs destroy notifications in order (through this thread's queue, so a barrier inside one can run the
-/// rest), marking each done as it returns.
-fn run_destroys(callbacks: &Callbacks, batch: Vec<Due>) {
-    let own = RefCell::new(Destroying::default());
-    let outermost = destroying(|_| ()).is_none() && DESTROYING.try_with(|p| p.set(&own)).is_ok();
-    let Some(base) = destroying(|d| {
-        let base = d.queued.len();
-        d.queued.extend(batch.iter().rev().copied());
-        base
-    }) else {
-        // this thread's thread-locals are gone (a thread-exit destructor called cbslot): run them here
-        return batch.into_iter().for_each(|due| run_one(callbacks, due));
-    };
-    let take = |d: &mut Destroying| {
-        let next = if d.queued.len() > base { d.queued.pop() } else { None };
-        d.running.extend(next.map(|n| n.2));
-        next
-    };
-    while let Some(due) = destroying(take).flatten() {
-        run_one(callbacks, due);
-        destroying(|d| d.running.pop());
-    }
-    if outermost {
-        DESTROYING.with(|p| p.set(core::ptr::null()));
-    }
-}
-
-fn run_one(callbacks: &Callbacks, (destroy, userdata, seq): Due) {
-    if destroy != 0 {
-        // SAFETY: stored from a `DestroyFn` in `register`.
-        let destroy: DestroyFn = unsafe { core::mem::transmute::<usize, DestroyFn>(destroy) };
-        // SAFETY: the caller's destroy with the caller's userdata, exactly once.
-        unsafe { destroy(userdata as *mut c_void) };
-    }
-    let mut g = callbacks.inner.lock();
-    g.done.mark(seq);
-    g.stats.destroyed_total += 1;
+fn in_destroy() -> bool {
+    IN_DESTROY.try_with(Cell::get).unwrap_or(0) > 0
 }
 
 fn state(tag: u32, status: u32) -> u64 {
@@ -272,6 +230,8 @@ impl Callbacks {
                 pending: Vec::new(),
                 since_grace: 0,
                 done: Done { base: 0, flags: VecDeque::new() },
+                ready: VecDeque::new(),
+                running: Vec::new(),
                 stats: cb_stats {
                     live: 0,
                     peak: 0,
@@ -337,8 +297,8 @@ impl Callbacks {
                 init_process();
                 g.source = Some(tramp::Source::open()?);
             }
-            let code = g.source.as_ref().expect("opened above").map_block(kind)?;
             let cell = self.blocks.get_or_grow(g.blocks as u32).ok_or(Error::NoMemory("growing the block table"))?;
+            let code = g.source.as_ref().expect("opened above").map_block(kind)?;
             unwind::register_block(kind, code);
             cell.store(code | kind, Release);
             g.blocks += 1;
@@ -445,10 +405,11 @@ impl Callbacks {
             if destroy == 0 {
                 g.done.mark(seq);
                 g.stats.destroyed_total += 1;
-                return Ok(seq);
+            } else {
+                g.running.push(seq);
+                drop(g);
+                self.run_one((destroy, userdata, seq));
             }
-            drop(g);
-            run_destroys(self, vec![(destroy, userdata, seq)]);
             return Ok(seq);
         }
         g.pending.push((index, seq));
@@ -508,25 +469,27 @@ impl Callbacks {
     /// every half delay while some stay in flight; asleep while nothing is pending. Returns when it is no
     /// longer the reclaimer (the delay was set to 0, or the process is exiting).
     fn reclaim_loop(&self, number: u64) {
+        // `None`: no longer the reclaimer; `Some(None)`: nothing pending; `Some(Some(w))`: half the delay
+        let state = || {
+            let mut g = self.inner.lock();
+            (g.reclaimer.running == Some(number))
+                .then(|| (!g.pending.is_empty()).then(|| Duration::from_micros(reclaim_delay(&mut g) as u64 * 500)))
+        };
         loop {
             let seen = RECLAIM_WAKE.value();
-            let window = {
-                let mut g = self.inner.lock();
-                if g.reclaimer.running != Some(number) {
-                    return;
-                }
-                (!g.pending.is_empty()).then(|| Duration::from_micros(reclaim_delay(&mut g) as u64 * 500))
-            };
-            let Some(window) = window else {
+            let Some(window) = state() else { return };
+            if window.is_none() {
                 RECLAIM_WAKE.wait(seen, None);
                 continue;
-            };
-            let deadline = Instant::now() + window;
-            while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+            }
+            // wait half a delay (the delay as it is now: it may be changed meanwhile), then a grace period
+            let start = Instant::now();
+            loop {
                 let seen = RECLAIM_WAKE.value();
-                if self.inner.lock().reclaimer.running != Some(number) {
-                    return;
-                }
+                let Some(window) = state() else { return };
+                let Some(left) = window.and_then(|w| w.checked_sub(start.elapsed())).filter(|d| !d.is_zero()) else {
+                    break;
+                };
                 RECLAIM_WAKE.wait(seen, Some(left));
             }
             self.grace_period();
@@ -550,7 +513,8 @@ impl Callbacks {
         Ok(())
     }
 
-    /// One grace period: destroys every pending slot that no thread is inside.
+    /// One grace period: every pending slot that no thread is inside is freed and its destroy made ready;
+    /// then this thread runs the ready destroys.
     fn grace_period(&self) {
         let guard = self.grace.lock();
         let batch = {
@@ -558,43 +522,93 @@ impl Callbacks {
             g.since_grace = 0;
             core::mem::take(&mut g.pending)
         };
-        if batch.is_empty() {
-            return;
-        }
-        let busy = inflight::scan();
-        let mut g = self.inner.lock();
-        let mut destroys = Vec::with_capacity(batch.len());
-        for (index, seq) in batch {
-            if busy.contains(self.data_addr(index)) {
-                g.pending.push((index, seq));
-            } else {
+        if !batch.is_empty() {
+            let busy = inflight::scan();
+            let mut g = self.inner.lock();
+            for (index, seq) in batch {
+                if busy.contains(self.data_addr(index)) {
+                    g.pending.push((index, seq));
+                    continue;
+                }
                 match self.free_slot(&mut g, index) {
                     (0, _) => {
                         g.done.mark(seq);
                         g.stats.destroyed_total += 1;
                     }
-                    (destroy, userdata) => destroys.push((destroy, userdata, seq)),
+                    (destroy, userdata) => g.ready.push_back((destroy, userdata, seq)),
                 }
             }
+            let kept = !g.pending.is_empty();
+            drop(g);
+            drop(guard);
+            if kept {
+                // a reclaimer that saw the list empty while this scan had it out sleeps with no limit
+                RECLAIM_WAKE.bump();
+            }
+        } else {
+            drop(guard);
         }
-        drop(g);
-        drop(guard);
-        if !destroys.is_empty() {
-            run_destroys(self, destroys);
+        self.run_ready();
+    }
+
+    /// Runs ready destroys, oldest first, until none is left (also ones another thread's grace period made
+    /// ready: whoever is here runs them).
+    fn run_ready(&self) {
+        loop {
+            let mut g = self.inner.lock();
+            let Some(due) = g.ready.pop_front() else { return };
+            g.running.push(due.2);
+            drop(g);
+            self.run_one(due);
         }
     }
 
-    /// Runs grace periods until `done(g)` holds, or fails with `CB_ERR_WOULD_DEADLOCK` when what it waits
-    /// for is in flight on the calling thread.
-    fn wait_until(&self, done: impl Fn(&Inner) -> bool) -> Result<(), Error> {
+    /// Runs one destroy (the caller has put it in `running`) and marks it done.
+    fn run_one(&self, (destroy, userdata, seq): Due) {
+        let _ = IN_DESTROY.try_with(|d| d.set(d.get() + 1));
+        // SAFETY: stored from a `DestroyFn` in `register` (never 0 here).
+        let destroy: DestroyFn = unsafe { core::mem::transmute::<usize, DestroyFn>(destroy) };
+        // SAFETY: the caller's destroy with the caller's userdata, exactly once.
+        unsafe { destroy(userdata as *mut c_void) };
+        let _ = IN_DESTROY.try_with(|d| d.set(d.get() - 1));
+        let mut g = self.inner.lock();
+        // not there if a fork happened meanwhile and the child counted it already
+        if let Some(at) = g.running.iter().position(|&s| s == seq) {
+            g.running.swap_remove(at);
+            g.stats.destroyed_total += 1;
+        }
+        g.done.mark(seq);
+    }
+
+    /// Runs grace periods (and ready destroys) until the destroys of unregisters `from..to` have all run.
+    /// `CB_ERR_WOULD_DEADLOCK` when one of them cannot finish while this thread waits: its callback is in
+    /// flight on this thread, or — called from inside a destroy — it is running (on any thread: two
+    /// destroys waiting for each other would never finish). The others have run then.
+    fn wait_done(&self, from: u64, to: u64) -> Result<(), Error> {
+        let nested = in_destroy();
+        // Ok(true): done; Ok(false): keep waiting
+        let check = |g: &Inner| -> Result<bool, Error> {
+            let mut undone = (from.max(g.done.base)..to).filter(|&s| !g.done.is_done(s));
+            if !nested {
+                return Ok(undone.next().is_none());
+            }
+            match undone.find(|s| !g.running.contains(s)) {
+                Some(_) => Ok(false),
+                None if (from.max(g.done.base)..to).any(|s| !g.done.is_done(s)) => {
+                    Err(Error::WouldDeadlock("called from inside a destroy notification, it would wait for a destroy that is running"))
+                }
+                None => Ok(true),
+            }
+        };
         let mut round = 0u32;
         loop {
-            if done(&self.inner.lock()) {
+            self.run_ready();
+            if check(&self.inner.lock())? {
                 return Ok(());
             }
             self.grace_period();
             let g = self.inner.lock();
-            if done(&g) {
+            if check(&g)? {
                 return Ok(());
             }
             if g.pending.iter().any(|&(i, _)| inflight::inside_on_this_thread(self.data_addr(i))) {
@@ -611,24 +625,12 @@ impl Callbacks {
             return Err(Error::WouldDeadlock("called from inside this callback (use cb_unregister there)"));
         }
         let seq = self.unregister(handle)?;
-        self.wait_until(|g| g.done.is_done(seq))
+        self.wait_done(seq, seq + 1)
     }
 
     pub(crate) fn barrier(&self) -> Result<(), Error> {
         let target = self.inner.lock().done.next_seq();
-        // called from inside a destroy: the ones queued behind it on this thread run now, here; the ones
-        // this thread is inside cannot finish while it waits
-        let queued = destroying(|d| core::mem::take(&mut d.queued)).unwrap_or_default();
-        run_destroys(self, queued.into_iter().rev().collect());
-        let mut mine: Vec<u64> = destroying(|d| d.running.clone()).unwrap_or_default();
-        mine.sort_unstable();
-        self.wait_until(|g| (g.done.base..target).all(|s| g.done.is_done(s) || mine.binary_search(&s).is_ok()))?;
-        if mine.iter().any(|&s| s < target) {
-            return Err(Error::WouldDeadlock(
-                "called from inside a destroy notification, which cannot have finished (every other destroy due has run)",
-            ));
-        }
-        Ok(())
+        self.wait_done(0, target)
     }
 
     pub(crate) fn stats(&self) -> cb_stats {
@@ -671,6 +673,14 @@ impl Callbacks {
     fn after_fork_in_child(&self) {
         let mut g = self.inner.lock();
         g.reclaimer.running = None;
+        // ready and running destroys were taken by the parent's threads: they are the parent's too (a
+        // destroy the forking thread is inside finishes here, and marking it again is a no-op)
+        let inner = &mut *g;
+        let taken: Vec<u64> = inner.ready.drain(..).map(|d| d.2).chain(inner.running.drain(..)).collect();
+        for &seq in &taken {
+            g.done.mark(seq);
+        }
+        g.stats.destroyed_total += taken.len() as u64;
         let pending = core::mem::take(&mut g.pending);
         for &(index, seq) in &pending {
             self.free_slot(&mut g, index);

@@ -124,7 +124,7 @@ pub extern "C" fn cb_set_reclaim_delay(milliseconds: u32) -> cb_status {
 /// `CB_GRACE_BATCH`th pending unregister, or a thread in `cb_barrier` / `cb_unregister_wait`. An untracked
 /// entry's destroy runs inside this call.
 ///
-/// May be called from inside the callback itself (destroy runs after it returns). The entry's slot is
+/// A tracked callback may unregister itself from inside its call (destroy runs after it returns). The entry's slot is
 /// reused only after `CB_QUARANTINE_SLOTS` later freed slots, so stale calls are caught meanwhile.
 ///
 /// Errors: `CB_ERR_INVALID_HANDLE` for 0, garbage, stale and already-unregistered handles, and for object
@@ -140,8 +140,10 @@ pub extern "C" fn cb_unregister(handle: cb_handle) -> cb_status {
 /// May be called from inside a destroy notification (of another callback).
 ///
 /// Errors: as `cb_unregister`; `CB_ERR_WOULD_DEADLOCK`, with nothing changed, when called from inside this
-/// very callback (on this thread, at any nesting depth); `CB_ERR_WOULD_DEADLOCK` too if, while waiting, the
-/// call is found to wait on a callback running on this thread (the unregister has happened then).
+/// very (tracked) callback (on this thread, at any nesting depth); `CB_ERR_WOULD_DEADLOCK` too if, while
+/// waiting, the call is found to wait on a callback running on this thread, or (called from inside a
+/// destroy) on a destroy that is running (the unregister has happened then). A destroy must not wait for
+/// a lock held by a thread in this call: it may be running on the reclaimer thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_unregister_wait(handle: cb_handle) -> cb_status {
     ffi_status!("cb_unregister_wait", { CALLBACKS.unregister_wait(handle) })
@@ -153,8 +155,10 @@ pub extern "C" fn cb_unregister_wait(handle: cb_handle) -> cb_status {
 ///
 /// Errors: `CB_ERR_WOULD_DEADLOCK` if one of them cannot finish while this thread waits: a callback it
 /// waits for is running on this thread (the barrier is called from inside a callback that was
-/// unregistered), or the barrier is called from inside a destroy notification (it runs the other due
-/// destroys first). Every other destroy has run then.
+/// unregistered), or the barrier is called from inside a destroy notification, which never waits for a
+/// destroy that is running (on any thread: it might be waiting for this one). Every other destroy has run
+/// then. A destroy must not wait for a lock held by a thread in this call: it may be running on the
+/// reclaimer thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_barrier() -> cb_status {
     ffi_status!("cb_barrier", { CALLBACKS.barrier() })
