@@ -3,10 +3,14 @@
 #define CBSLOT_CHECK_H
 
 #include <cbslot.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static unsigned long check_count;
 
@@ -64,6 +68,92 @@ static inline double check_mono_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* ---- a runner for programs made of independent cases ----
+ * check_run_cases() runs every case in its own fork()ed child with alarm(alarm_seconds), so a crash, abort
+ * or hang fails that case only; each child sends its check count back over a pipe. It prints "PASS name",
+ * "FAIL name (...)" (a hang says how long it waited), then "PROG: N checks passed" or
+ * "PROG: M of K cases FAILED", and returns main's exit status (0 or 1). With an argument, `PROG NAME` runs
+ * that one case in this process (alarm(300): in gdb, `handle SIGALRM nopass` for longer sessions) and
+ * returns 0, or lists the cases and returns 2 when there is no such case.
+ * A case that cannot run here calls check_skip(why): it prints "SKIP name: why", and the case neither
+ * passes nor fails (its child exits CHECK_SKIP_CODE; in-process, the program still exits 0). */
+struct check_case {
+  const char *name;
+  void (*fn)(void);
+};
+#define CHECK_CASE(f) {#f, f}
+enum { CHECK_SKIP_CODE = 77, CHECK_IN_PROCESS_ALARM_S = 300 };
+
+/* The case running now (set before the case is called). */
+static const char *check_case_name __attribute__((unused));
+static int check_skipped __attribute__((unused));
+
+static inline void check_skip(const char *why) {
+  printf("SKIP %s: %s\n", check_case_name, why);
+  check_skipped = 1;
+}
+
+static inline int check_run_cases(const char *prog, const struct check_case *cases, int n, int argc,
+                                  char **argv, unsigned alarm_seconds) {
+  if (argc > 1) { /* one case, in this process */
+    for (int i = 0; i < n; i++)
+      if (strcmp(argv[1], cases[i].name) == 0) {
+        check_case_name = cases[i].name;
+        alarm(CHECK_IN_PROCESS_ALARM_S);
+        cases[i].fn();
+        CHECK_DONE(check_case_name);
+      }
+    fprintf(stderr, "unknown case %s; cases:\n", argv[1]);
+    for (int i = 0; i < n; i++) fprintf(stderr, "  %s\n", cases[i].name);
+    return 2;
+  }
+  int failed = 0;
+  for (int i = 0; i < n; i++) {
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+      close(fds[0]);
+      check_count = 0;
+      check_case_name = cases[i].name;
+      alarm(alarm_seconds); /* a hang becomes a failure */
+      cases[i].fn();
+      CHECK(write(fds[1], &check_count, sizeof check_count) == (ssize_t)sizeof check_count);
+      fflush(stdout);
+      exit(check_skipped ? CHECK_SKIP_CODE : 0);
+    }
+    close(fds[1]);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    unsigned long checks = 0;
+    int got_checks = read(fds[0], &checks, sizeof checks) == (ssize_t)sizeof checks;
+    close(fds[0]);
+    if (WIFEXITED(status) && (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == CHECK_SKIP_CODE) &&
+        got_checks) {
+      if (WEXITSTATUS(status) == 0) printf("PASS %s\n", cases[i].name); /* a skip printed its own line */
+      check_count += checks;
+    } else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) {
+      printf("FAIL %s (signal %d: %s, hung for %u s)\n", cases[i].name, SIGALRM, strsignal(SIGALRM),
+             alarm_seconds);
+      failed++;
+    } else if (WIFSIGNALED(status)) {
+      printf("FAIL %s (signal %d: %s)\n", cases[i].name, WTERMSIG(status), strsignal(WTERMSIG(status)));
+      failed++;
+    } else {
+      printf("FAIL %s (exit %d)\n", cases[i].name, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+      failed++;
+    }
+  }
+  if (failed) {
+    printf("%s: %d of %d cases FAILED\n", prog, failed, n);
+    return 1;
+  }
+  CHECK_DONE(prog);
 }
 
 #endif

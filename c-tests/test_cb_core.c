@@ -25,7 +25,6 @@
 #include <unistd.h>
 
 enum { ALARM_S = 60, ALARM_CHILD_S = 50 };
-static const char *case_name = "test_cb_core";
 
 static int under_valgrind(void) {
   static int cached = -1;
@@ -185,7 +184,7 @@ static cb_status run_timed(cb_status (*fn)(void *), void *arg, const char *what)
   pthread_t th;
   CHECK(pthread_create(&th, NULL, timed_thread, &t) == 0);
   if (!wait_for(&t.done, 1, long_ms())) {
-    fprintf(stderr, "%s: %s did not complete within %.0f ms\n", case_name, what, long_ms());
+    fprintf(stderr, "%s: %s did not complete within %.0f ms\n", check_case_name, what, long_ms());
     exit(1);
   }
   CHECK(pthread_join(th, NULL) == 0);
@@ -1254,13 +1253,9 @@ static void interleaved_many(void) {
   CHECK(s.live == 0 && s.pending_destroy == 0 && s.destroyed_total == N);
 }
 
-/* ---- the runner: one fork()ed child per case ---- */
-typedef struct test_case {
-  const char *name;
-  void (*fn)(void);
-} test_case;
-#define CASE(f) {#f, f}
-static const test_case cases[] = {
+/* ---- the cases, run by check_run_cases (check.h): one fork()ed child per case ---- */
+#define CASE(f) CHECK_CASE(f)
+static const struct check_case cases[] = {
     CASE(reclaimer_runs_destroy),
     CASE(delay_zero_no_thread),
     CASE(delay_zero_from_env),
@@ -1291,57 +1286,5 @@ enum { NCASES = sizeof cases / sizeof *cases };
 
 int main(int argc, char **argv) {
   main_thread = pthread_self();
-  if (argc > 1) { /* one case, in this process */
-    for (int i = 0; i < NCASES; i++)
-      if (strcmp(argv[1], cases[i].name) == 0) {
-        case_name = cases[i].name;
-        alarm(300);
-        cases[i].fn();
-        CHECK_DONE(case_name);
-      }
-    fprintf(stderr, "unknown case %s; cases:\n", argv[1]);
-    for (int i = 0; i < NCASES; i++) fprintf(stderr, "  %s\n", cases[i].name);
-    return 2;
-  }
-  int failed = 0;
-  for (int i = 0; i < NCASES; i++) {
-    int fds[2];
-    CHECK(pipe(fds) == 0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-      close(fds[0]);
-      check_count = 0;
-      case_name = cases[i].name;
-      alarm(ALARM_S); /* a hang becomes a failure */
-      cases[i].fn();
-      CHECK(write(fds[1], &check_count, sizeof check_count) == (ssize_t)sizeof check_count);
-      fflush(stdout);
-      exit(0);
-    }
-    close(fds[1]);
-    int status = 0;
-    CHECK(waitpid(pid, &status, 0) == pid);
-    unsigned long checks = 0;
-    int got_checks = read(fds[0], &checks, sizeof checks) == (ssize_t)sizeof checks;
-    close(fds[0]);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && got_checks) {
-      printf("PASS %s\n", cases[i].name);
-      check_count += checks;
-    } else if (WIFSIGNALED(status)) {
-      printf("FAIL %s (signal %d: %s%s)\n", cases[i].name, WTERMSIG(status), strsignal(WTERMSIG(status)),
-             WTERMSIG(status) == SIGALRM ? ", hung" : "");
-      failed++;
-    } else {
-      printf("FAIL %s (exit %d)\n", cases[i].name, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-      failed++;
-    }
-  }
-  if (failed) {
-    printf("test_cb_core: %d of %d cases FAILED\n", failed, (int)NCASES);
-    return 1;
-  }
-  CHECK_DONE("test_cb_core");
+  return check_run_cases("test_cb_core", cases, NCASES, argc, argv, ALARM_S);
 }

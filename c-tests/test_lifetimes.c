@@ -46,13 +46,6 @@ static int under_valgrind(void) {
   return cached;
 }
 
-static const char *case_name;
-static int skipped;
-static void skip(const char *why) {
-  printf("SKIP %s: %s\n", case_name, why);
-  skipped = 1;
-}
-
 static void wait_flag(atomic_int *flag, int value) {
   while (atomic_load(flag) < value) usleep(100);
 }
@@ -509,7 +502,7 @@ static long statm_field(int i) { /* 0: virtual size, 1: resident, in pages */
 
 static void queue_out_of_memory(void) {
   if (UNDER_ASAN || under_valgrind()) {
-    skip("RLIMIT_AS cannot work under ASan or valgrind");
+    check_skip("RLIMIT_AS cannot work under ASan or valgrind");
     return;
   }
   const size_t big = (size_t)400 << 20;
@@ -580,8 +573,8 @@ static void builtin_loop_huge_timeval(void) {
  * timeout until its (hour-long) deadline, and one more for every firing of a persistent event ---- */
 #define RSS_BOUND ((long)16 << 20)
 static int rss_skipped(void) {
-  if (under_valgrind()) skip("RSS bounds are not measured under valgrind");
-  else if (UNDER_ASAN) skip("ASan's quarantine of freed memory counts as RSS");
+  if (under_valgrind()) check_skip("RSS bounds are not measured under valgrind");
+  else if (UNDER_ASAN) check_skip("ASan's quarantine of freed memory counts as RSS");
   else return 0;
   return 1;
 }
@@ -992,13 +985,9 @@ static void cross_delete_from_callbacks(void) {
   CHECK(pthread_barrier_destroy(&x_both_in) == 0);
 }
 
-/* ---- the runner: one fork()ed child per case ---- */
-typedef struct test_case {
-  const char *name;
-  void (*fn)(void);
-} test_case;
-#define CASE(f) {#f, f}
-static const test_case cases[] = {
+/* ---- the cases, run by check_run_cases (check.h): one fork()ed child per case ---- */
+#define CASE(f) CHECK_CASE(f) /* tests/tsan.sh reads the `CASE(name),` lines below */
+static const struct check_case cases[] = {
     CASE(fire_in_host_add),
     CASE(fire_in_host_add_other_thread),
     CASE(fini_during_host_add),
@@ -1025,60 +1014,8 @@ static const test_case cases[] = {
     CASE(del_waits_for_running_callback),
     CASE(cross_delete_from_callbacks),
 };
-enum { NCASES = sizeof cases / sizeof *cases, SKIP_CODE = 77 };
+enum { NCASES = sizeof cases / sizeof *cases, ALARM_S = 20 };
 
 int main(int argc, char **argv) {
-  if (argc > 1) { /* one case, in this process */
-    for (int i = 0; i < NCASES; i++)
-      if (strcmp(argv[1], cases[i].name) == 0) {
-        case_name = cases[i].name;
-        alarm(300);
-        cases[i].fn();
-        CHECK_DONE(case_name);
-      }
-    fprintf(stderr, "unknown case %s; cases:\n", argv[1]);
-    for (int i = 0; i < NCASES; i++) fprintf(stderr, "  %s\n", cases[i].name);
-    return 2;
-  }
-  int failed = 0;
-  for (int i = 0; i < NCASES; i++) {
-    int fds[2];
-    CHECK(pipe(fds) == 0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-      close(fds[0]);
-      check_count = 0;
-      case_name = cases[i].name;
-      alarm(20); /* a hang becomes a failure */
-      cases[i].fn();
-      CHECK(write(fds[1], &check_count, sizeof check_count) == (ssize_t)sizeof check_count);
-      fflush(stdout);
-      exit(skipped ? SKIP_CODE : 0);
-    }
-    close(fds[1]);
-    int status = 0;
-    CHECK(waitpid(pid, &status, 0) == pid);
-    unsigned long checks = 0;
-    int got_checks = read(fds[0], &checks, sizeof checks) == (ssize_t)sizeof checks;
-    close(fds[0]);
-    if (WIFEXITED(status) && (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == SKIP_CODE) && got_checks) {
-      if (WEXITSTATUS(status) == 0) printf("PASS %s\n", cases[i].name); /* a skip printed its own line */
-      check_count += checks;
-    } else if (WIFSIGNALED(status)) {
-      printf("FAIL %s (signal %d: %s%s)\n", cases[i].name, WTERMSIG(status), strsignal(WTERMSIG(status)),
-             WTERMSIG(status) == SIGALRM ? ", hung for 20 s" : "");
-      failed++;
-    } else {
-      printf("FAIL %s (exit %d)\n", cases[i].name, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-      failed++;
-    }
-  }
-  if (failed) {
-    printf("test_lifetimes: %d of %d cases FAILED\n", failed, (int)NCASES);
-    return 1;
-  }
-  CHECK_DONE("test_lifetimes");
+  return check_run_cases("test_lifetimes", cases, NCASES, argc, argv, ALARM_S);
 }
