@@ -408,7 +408,8 @@ impl Callbacks {
             } else {
                 g.running.push(seq);
                 drop(g);
-                self.run_one((destroy, userdata, seq));
+                self.run_destroy((destroy, userdata, seq));
+                Self::mark_finished(&mut self.inner.lock(), seq);
             }
             return Ok(seq);
         }
@@ -552,26 +553,35 @@ impl Callbacks {
     }
 
     /// Runs ready destroys, oldest first, until none is left (also ones another thread's grace period made
-    /// ready: whoever is here runs them).
+    /// ready: whoever is here runs them). One lock round per destroy: the previous is marked done as the
+    /// next is taken.
     fn run_ready(&self) {
+        let mut finished = None;
         loop {
             let mut g = self.inner.lock();
+            if let Some(seq) = finished.take() {
+                Self::mark_finished(&mut g, seq);
+            }
             let Some(due) = g.ready.pop_front() else { return };
             g.running.push(due.2);
             drop(g);
-            self.run_one(due);
+            self.run_destroy(due);
+            finished = Some(due.2);
         }
     }
 
-    /// Runs one destroy (the caller has put it in `running`) and marks it done.
-    fn run_one(&self, (destroy, userdata, seq): Due) {
+    /// Runs one destroy (the caller has put it in `running` and marks it finished afterwards).
+    fn run_destroy(&self, (destroy, userdata, _): Due) {
         let _ = IN_DESTROY.try_with(|d| d.set(d.get() + 1));
         // SAFETY: stored from a `DestroyFn` in `register` (never 0 here).
         let destroy: DestroyFn = unsafe { core::mem::transmute::<usize, DestroyFn>(destroy) };
         // SAFETY: the caller's destroy with the caller's userdata, exactly once.
         unsafe { destroy(userdata as *mut c_void) };
         let _ = IN_DESTROY.try_with(|d| d.set(d.get() - 1));
-        let mut g = self.inner.lock();
+    }
+
+    /// A destroy in `running` has returned.
+    fn mark_finished(g: &mut Inner, seq: u64) {
         // not there if a fork happened meanwhile and the child counted it already
         if let Some(at) = g.running.iter().position(|&s| s == seq) {
             g.running.swap_remove(at);
