@@ -3,7 +3,7 @@
 #   bench/results.md  all the tables, as printed
 #   bench/chart.svg   the headline comparisons as ratios, drawn by awk (no other dependency)
 set -euo pipefail
-build=${1:-build}
+build=$(cd "${1:-build}" && pwd)   # absolute: the Go benchmarks run in subdirectories
 out=bench/results.md
 {
   echo "# cbslot benchmark results"
@@ -16,8 +16,8 @@ out=bench/results.md
   echo; echo "## Queue"; echo; "$build/bench_queue" 0.4
   if command -v go >/dev/null 2>&1; then
     echo; echo "## Go ($(go env GOVERSION))"; echo; echo '```'
-    (cd bindings/go && PKG_CONFIG_PATH="$PWD/../../$build/pkgconfig" go test -run '^$' -bench . -benchtime 1s | grep Benchmark)
-    (cd bindings/go/benchpurego && PKG_CONFIG_PATH="$PWD/../../../$build/pkgconfig" go test -run '^$' -bench . -benchtime 1000x | grep Benchmark)
+    (cd bindings/go && PKG_CONFIG_PATH="$build/pkgconfig" go test -run '^$' -bench . -benchtime 1s | grep Benchmark)
+    (cd bindings/go/benchpurego && PKG_CONFIG_PATH="$build/pkgconfig" go test -run '^$' -bench . -benchtime 1000x | grep Benchmark)
     echo '```'
   fi
 } | tee "$out"
