@@ -7,7 +7,7 @@
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
-use parking_lot::Mutex;
+use crate::sys::ForkLock;
 use std::alloc::{self, Layout};
 
 /// Marks types for which all-zero bytes is a valid value (atomics, integers).
@@ -33,17 +33,16 @@ pub(crate) struct SegVec<T: Zeroed> {
 }
 
 /// One lock for growing any table (growth is rare), so fork handlers have one lock to hold.
-static GROW: Mutex<()> = Mutex::new(());
+static GROW: ForkLock<()> = ForkLock::new(());
 
 /// Holds the growth lock across `fork()` (see `callback::init_process`).
 pub(crate) fn fork_prepare() {
-    core::mem::forget(GROW.lock());
+    GROW.hold_for_fork();
 }
 
 /// Releases the lock taken by [`fork_prepare`], in the parent and in the child.
 pub(crate) fn fork_release() {
-    // SAFETY: locked by this thread in fork_prepare, guard forgotten.
-    unsafe { GROW.force_unlock() };
+    GROW.release_after_fork();
 }
 
 // SAFETY: slots are only reached through `&T`; `T` is responsible for its own interior synchronisation.

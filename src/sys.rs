@@ -165,3 +165,41 @@ pub(crate) fn spawn_detached(name: &core::ffi::CStr, start: extern "C" fn(*mut l
         ok
     }
 }
+
+/// A mutex that can be held across `fork()` and released in both processes: a plain futex word (std's
+/// mutex), with no queue of waiters. (A lock that queues its waiters, such as parking_lot's, can hand itself
+/// in the child to a waiter that only existed in the parent, and is then never free again.)
+pub(crate) struct ForkLock<T: 'static> {
+    lock: std::sync::Mutex<T>,
+    /// The guard [`ForkLock::hold_for_fork`] took, until [`ForkLock::release_after_fork`]; only the forking
+    /// thread touches it, while it holds the lock.
+    held: core::cell::UnsafeCell<Option<std::sync::MutexGuard<'static, T>>>,
+}
+
+// SAFETY: `lock` is a mutex; `held` is touched only by the thread holding `lock` (the forking thread,
+// between its fork handlers).
+unsafe impl<T: Send> Sync for ForkLock<T> {}
+
+impl<T> ForkLock<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        ForkLock { lock: std::sync::Mutex::new(value), held: core::cell::UnsafeCell::new(None) }
+    }
+
+    /// Locks. A panic while it was held (a bug, reported at the C boundary) does not make it unusable.
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+        self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// In a `pthread_atfork` prepare handler: takes the lock and keeps it across the fork.
+    pub(crate) fn hold_for_fork(&'static self) {
+        let guard = self.lock();
+        // SAFETY: we hold the lock, so no other thread touches `held`.
+        unsafe { *self.held.get() = Some(guard) };
+    }
+
+    /// In the parent and child handlers: releases what `hold_for_fork` took (the same thread).
+    pub(crate) fn release_after_fork(&'static self) {
+        // SAFETY: this thread holds the lock through the guard kept in `held`.
+        drop(unsafe { (*self.held.get()).take() });
+    }
+}

@@ -28,6 +28,7 @@ use crate::error::{Error, abort_on_panic, fatal};
 use crate::handle::{GEN_MAX, Kind, check_kind, pack};
 use crate::inflight;
 use crate::segvec::{SegVec, Zeroed};
+use crate::sys::ForkLock;
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
@@ -186,9 +187,9 @@ struct Inner {
 }
 
 pub(crate) struct Callbacks {
-    inner: Mutex<Inner>,
+    inner: ForkLock<Inner>,
     /// Held while a grace period decides what to destroy (not while destroys run).
-    grace: Mutex<()>,
+    grace: ForkLock<()>,
     /// Separate all-zero statics, so their 512 KiB chunk tables land in .bss, not in the library file.
     meta: &'static SegVec<Meta>,
     /// Block number → address of its code | its kind.
@@ -223,7 +224,7 @@ fn state(tag: u32, status: u32) -> u64 {
 impl Callbacks {
     const fn new() -> Self {
         Callbacks {
-            inner: Mutex::new(Inner {
+            inner: ForkLock::new(Inner {
                 source: None,
                 blocks: 0,
                 pools: [const { Pool { quarantine: VecDeque::new(), next: 0, end: 0 } }; TABLES],
@@ -246,7 +247,7 @@ impl Callbacks {
                 watermark: None,
                 reclaimer: Reclaimer { delay_ms: None, running: None, started: 0, exiting: false },
             }),
-            grace: Mutex::new(()),
+            grace: ForkLock::new(()),
             meta: &META,
             blocks: &BLOCKS,
             stale_calls: AtomicU64::new(0),
@@ -541,6 +542,9 @@ impl Callbacks {
             }
             let kept = !g.pending.is_empty();
             drop(g);
+            // freed under the grace lock, which fork holds: an allocator that is not fork-safe (ASan's)
+            // must not be inside a free of the reclaimer's when a fork copies it
+            drop(busy);
             drop(guard);
             if kept {
                 // a reclaimer that saw the list empty while this scan had it out sleeps with no limit
@@ -671,9 +675,9 @@ impl Callbacks {
 
     /// fork safety: hold every lock across `fork()` so the child never inherits one held by a thread that
     /// does not exist there (lock order: grace, inner, segment growth).
-    fn fork_prepare(&self) {
-        core::mem::forget(self.grace.lock());
-        core::mem::forget(self.inner.lock());
+    fn fork_prepare(&'static self) {
+        self.grace.hold_for_fork();
+        self.inner.hold_for_fork();
         crate::segvec::fork_prepare();
     }
 
@@ -699,13 +703,10 @@ impl Callbacks {
         g.stats.destroyed_total += pending.len() as u64;
     }
 
-    fn fork_release(&self) {
+    fn fork_release(&'static self) {
         crate::segvec::fork_release();
-        // SAFETY: locked in fork_prepare by this thread, guards forgotten.
-        unsafe {
-            self.inner.force_unlock();
-            self.grace.force_unlock();
-        }
+        self.inner.release_after_fork();
+        self.grace.release_after_fork();
     }
 }
 
