@@ -7,7 +7,7 @@
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
-use crate::sys::ForkLock;
+use crate::sys::{ForkLock, FutexMutex};
 use std::alloc::{self, Layout};
 
 /// Marks types for which all-zero bytes is a valid value (atomics, integers).
@@ -33,16 +33,17 @@ pub(crate) struct SegVec<T: Zeroed> {
 }
 
 /// One lock for growing any table (growth is rare), so fork handlers have one lock to hold.
-static GROW: ForkLock<()> = ForkLock::new(());
+static GROW: ForkLock<()> = ForkLock::const_new(<FutexMutex as parking_lot::lock_api::RawMutex>::INIT, ());
 
 /// Holds the growth lock across `fork()` (see `callback::init_process`).
 pub(crate) fn fork_prepare() {
-    GROW.hold_for_fork();
+    core::mem::forget(GROW.lock());
 }
 
 /// Releases the lock taken by [`fork_prepare`], in the parent and in the child.
 pub(crate) fn fork_release() {
-    GROW.release_after_fork();
+    // SAFETY: locked by this thread in fork_prepare, guard forgotten.
+    unsafe { GROW.force_unlock() };
 }
 
 // SAFETY: slots are only reached through `&T`; `T` is responsible for its own interior synchronisation.

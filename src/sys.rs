@@ -166,40 +166,47 @@ pub(crate) fn spawn_detached(name: &core::ffi::CStr, start: extern "C" fn(*mut l
     }
 }
 
-/// A mutex that can be held across `fork()` and released in both processes: a plain futex word (std's
-/// mutex), with no queue of waiters. (A lock that queues its waiters, such as parking_lot's, can hand itself
-/// in the child to a waiter that only existed in the parent, and is then never free again.)
-pub(crate) struct ForkLock<T: 'static> {
-    lock: std::sync::Mutex<T>,
-    /// The guard [`ForkLock::hold_for_fork`] took, until [`ForkLock::release_after_fork`]; only the forking
-    /// thread touches it, while it holds the lock.
-    held: core::cell::UnsafeCell<Option<std::sync::MutexGuard<'static, T>>>,
+/// A mutex that can be held across `fork()` and released in both processes (`force_unlock`): a futex word
+/// (0 free, 1 locked, 2 locked with sleepers) and no queue of waiters. (A lock that queues its waiters, such
+/// as parking_lot's, can hand itself in the child to a waiter that only existed in the parent, and is then
+/// never free again.)
+pub(crate) type ForkLock<T> = parking_lot::lock_api::Mutex<FutexMutex, T>;
+
+/// The raw lock of [`ForkLock`].
+pub(crate) struct FutexMutex(core::sync::atomic::AtomicU32);
+
+impl FutexMutex {
+    fn futex(&self, op: c_int, val: u32) {
+        // SAFETY: a private futex operation on our own word, no timeout.
+        keeping_errno(|| unsafe { libc::syscall(libc::SYS_futex, self.0.as_ptr(), op | libc::FUTEX_PRIVATE_FLAG, val, 0usize) });
+    }
 }
 
-// SAFETY: `lock` is a mutex; `held` is touched only by the thread holding `lock` (the forking thread,
-// between its fork handlers).
-unsafe impl<T: Send> Sync for ForkLock<T> {}
+// SAFETY: mutual exclusion: the word goes from 0 to non-zero only by one thread's CAS or swap, and back to 0
+// only in `unlock`; Acquire on taking and Release on giving back order the protected data.
+unsafe impl parking_lot::lock_api::RawMutex for FutexMutex {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const INIT: Self = FutexMutex(core::sync::atomic::AtomicU32::new(0));
+    type GuardMarker = parking_lot::lock_api::GuardNoSend;
 
-impl<T> ForkLock<T> {
-    pub(crate) const fn new(value: T) -> Self {
-        ForkLock { lock: std::sync::Mutex::new(value), held: core::cell::UnsafeCell::new(None) }
+    fn lock(&self) {
+        use core::sync::atomic::Ordering::*;
+        if self.0.compare_exchange(0, 1, Acquire, Relaxed).is_ok() {
+            return;
+        }
+        while self.0.swap(2, Acquire) != 0 {
+            self.futex(libc::FUTEX_WAIT, 2);
+        }
     }
 
-    /// Locks. A panic while it was held (a bug, reported at the C boundary) does not make it unusable.
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, T> {
-        self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn try_lock(&self) -> bool {
+        use core::sync::atomic::Ordering::*;
+        self.0.compare_exchange(0, 1, Acquire, Relaxed).is_ok()
     }
 
-    /// In a `pthread_atfork` prepare handler: takes the lock and keeps it across the fork.
-    pub(crate) fn hold_for_fork(&'static self) {
-        let guard = self.lock();
-        // SAFETY: we hold the lock, so no other thread touches `held`.
-        unsafe { *self.held.get() = Some(guard) };
-    }
-
-    /// In the parent and child handlers: releases what `hold_for_fork` took (the same thread).
-    pub(crate) fn release_after_fork(&'static self) {
-        // SAFETY: this thread holds the lock through the guard kept in `held`.
-        drop(unsafe { (*self.held.get()).take() });
+    unsafe fn unlock(&self) {
+        if self.0.swap(0, core::sync::atomic::Ordering::Release) == 2 {
+            self.futex(libc::FUTEX_WAKE, 1);
+        }
     }
 }

@@ -28,7 +28,8 @@ use crate::error::{Error, abort_on_panic, fatal};
 use crate::handle::{GEN_MAX, Kind, check_kind, pack};
 use crate::inflight;
 use crate::segvec::{SegVec, Zeroed};
-use crate::sys::ForkLock;
+use crate::sys::{ForkLock, FutexMutex};
+use parking_lot::lock_api::RawMutex as _;
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
@@ -224,7 +225,7 @@ fn state(tag: u32, status: u32) -> u64 {
 impl Callbacks {
     const fn new() -> Self {
         Callbacks {
-            inner: ForkLock::new(Inner {
+            inner: ForkLock::const_new(FutexMutex::INIT, Inner {
                 source: None,
                 blocks: 0,
                 pools: [const { Pool { quarantine: VecDeque::new(), next: 0, end: 0 } }; TABLES],
@@ -247,7 +248,7 @@ impl Callbacks {
                 watermark: None,
                 reclaimer: Reclaimer { delay_ms: None, running: None, started: 0, exiting: false },
             }),
-            grace: ForkLock::new(()),
+            grace: ForkLock::const_new(FutexMutex::INIT, ()),
             meta: &META,
             blocks: &BLOCKS,
             stale_calls: AtomicU64::new(0),
@@ -675,9 +676,9 @@ impl Callbacks {
 
     /// fork safety: hold every lock across `fork()` so the child never inherits one held by a thread that
     /// does not exist there (lock order: grace, inner, segment growth).
-    fn fork_prepare(&'static self) {
-        self.grace.hold_for_fork();
-        self.inner.hold_for_fork();
+    fn fork_prepare(&self) {
+        core::mem::forget(self.grace.lock());
+        core::mem::forget(self.inner.lock());
         crate::segvec::fork_prepare();
     }
 
@@ -703,10 +704,13 @@ impl Callbacks {
         g.stats.destroyed_total += pending.len() as u64;
     }
 
-    fn fork_release(&'static self) {
+    fn fork_release(&self) {
         crate::segvec::fork_release();
-        self.inner.release_after_fork();
-        self.grace.release_after_fork();
+        // SAFETY: locked in fork_prepare by this thread, guards forgotten.
+        unsafe {
+            self.inner.force_unlock();
+            self.grace.force_unlock();
+        }
     }
 }
 
