@@ -1255,6 +1255,39 @@ static void interleaved_many(void) {
 
 /* ---- the cases, run by check_run_cases (check.h): one fork()ed child per case ---- */
 #define CASE(f) CHECK_CASE(f)
+/* A callback that unregistered itself may still wait for another callback that is in flight on ANOTHER
+ * thread: its own pending slot is not what it waits for. */
+static obj self_c, other_c;
+static cb_status self_then_wait_status;
+static void *release_other_later(void *arg) {
+  obj *o = arg;
+  usleep(100000);
+  atomic_store(&o->release, 1);
+  return NULL;
+}
+static int self_then_wait_fn(void *ud, int x) {
+  obj *o = ud;
+  CHECK_STATUS(CB_OK, cb_unregister(o->h));
+  pthread_t r;
+  CHECK(pthread_create(&r, NULL, release_other_later, &other_c) == 0);
+  self_then_wait_status = cb_unregister_wait(other_c.h);
+  CHECK(pthread_join(r, NULL) == 0);
+  return x;
+}
+static void self_unregistered_waits_for_other(void) {
+  reg(&self_c, 1, (cb_fn)self_then_wait_fn);
+  reg(&other_c, 2, (cb_fn)block_fn);
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, call_thread, &other_c) == 0);
+  wait_flag(&other_c.entered, 1);
+  CHECK(call(&self_c, 5) == 5);
+  CHECK_STATUS(CB_OK, self_then_wait_status);
+  CHECK(atomic_load(&other_c.destroyed) == 1);
+  CHECK(pthread_join(t, NULL) == 0);
+  CHECK_STATUS(CB_OK, cb_barrier());
+  CHECK(atomic_load(&self_c.destroyed) == 1);
+}
+
 static const struct check_case cases[] = {
     CASE(reclaimer_runs_destroy),
     CASE(delay_zero_no_thread),
@@ -1281,6 +1314,7 @@ static const struct check_case cases[] = {
     CASE(register_ex_bad_args),
     CASE(register_ex_flags0_is_tracked),
     CASE(interleaved_many),
+    CASE(self_unregistered_waits_for_other),
 };
 enum { NCASES = sizeof cases / sizeof *cases };
 

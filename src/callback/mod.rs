@@ -133,10 +133,10 @@ impl Done {
     }
     /// Marks `seq` done (again: a no-op).
     fn mark(&mut self, seq: u64) {
-        if seq < self.base {
-            return;
+        match seq.checked_sub(self.base).and_then(|i| self.flags.get_mut(i as usize)) {
+            Some(flag) => *flag = true,
+            None => return,
         }
-        self.flags[(seq - self.base) as usize] = true;
         while self.flags.front() == Some(&true) {
             self.flags.pop_front();
             self.base += 1;
@@ -542,6 +542,10 @@ impl Callbacks {
                 }
             }
             let kept = !g.pending.is_empty();
+            if kept && g.reclaimer.running.is_none() {
+                // the delay may have been raised while this scan had the list out
+                self.reclaimer(&mut g);
+            }
             drop(g);
             // freed under the grace lock, which fork holds: an allocator that is not fork-safe (ASan's)
             // must not be inside a free of the reclaimer's when a fork copies it
@@ -626,7 +630,11 @@ impl Callbacks {
             if check(&g)? {
                 return Ok(());
             }
-            if g.pending.iter().any(|&(i, _)| inflight::inside_on_this_thread(self.data_addr(i))) {
+            // a slot it waits for, in flight on this thread; or, while it waits for a running destroy (which
+            // may in turn wait for a slot this thread is inside), any pending slot in flight on this thread
+            let on_running = (from.max(g.done.base)..to).any(|s| !g.done.is_done(s) && g.running.contains(&s));
+            let mine = |&(i, seq): &(u32, u64)| (on_running || (from..to).contains(&seq)) && inflight::inside_on_this_thread(self.data_addr(i));
+            if g.pending.iter().any(mine) {
                 return Err(Error::WouldDeadlock("a callback it waits for is running on this very thread"));
             }
             drop(g);
