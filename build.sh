@@ -61,10 +61,14 @@ case "${1:-}" in
     "$BUILD_DIR/cbslot-demo"
     ;;
   test)
-    # the whole suite (C, Rust, C++, Go, packaging, and the C suite under valgrind), then the C suite again
+    # the whole suite (C, Rust, C++, Go, packaging, the C suite under valgrind and on aarch64 under qemu), then the C suite again
     # built with ASan+UBSan
     configure pkg-config:pkgconf nm:binutils valgrind:valgrind
-    optional_packages /usr/include/event2/event.h:libevent-dev g++:g++
+    optional_packages /usr/include/event2/event.h:libevent-dev g++:g++ aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu \
+      /usr/aarch64-linux-gnu/lib:libc6-dev-arm64-cross qemu-aarch64:qemu-user
+    # the aarch64 suite's Rust target (its test is skipped, saying so, when it cannot be added)
+    command -v rustup >/dev/null 2>&1 && { rustup target list --installed | grep -qx aarch64-unknown-linux-gnu ||
+      rustup target add aarch64-unknown-linux-gnu || true; }
     cmake -S . -B "$BUILD_DIR" >/dev/null   # pick up libevent if it was just installed
     cmake --build "$BUILD_DIR" -j "$JOBS"
     (cd "$BUILD_DIR" && ctest --output-on-failure -j "$JOBS")

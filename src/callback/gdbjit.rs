@@ -10,6 +10,9 @@
 use core::ptr::null_mut;
 use parking_lot::Mutex;
 
+/// `e_machine` of this target: gdb ignores an object of another architecture.
+const EM_THIS: u16 = if cfg!(target_arch = "aarch64") { 183 } else { 62 };
+
 /// One announced object file, a node in the list gdb walks.
 #[repr(C)]
 struct JitCodeEntry {
@@ -87,10 +90,11 @@ fn image(code: usize, code_len: usize, eh_frame: &[u8], symbols: &[(&str, usize,
         |b: &mut Vec<u8>, v: u32| b.extend_from_slice(&v.to_le_bytes()),
         |b: &mut Vec<u8>, v: usize| b.extend_from_slice(&(v as u64).to_le_bytes()),
     );
-    // ELF header: ELFCLASS64, little endian, version 1, System V ABI; ET_REL, EM_X86_64, no program headers.
+    // ELF header: ELFCLASS64, little endian, version 1, System V ABI; ET_REL, this machine, no program
+    // headers.
     b.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     w16(&mut b, 1);
-    w16(&mut b, 62);
+    w16(&mut b, EM_THIS);
     w32(&mut b, 1);
     w64(&mut b, 0); // e_entry
     w64(&mut b, 0); // e_phoff

@@ -17,7 +17,7 @@
 //!   `destroy(userdata)` runs on the thread running the grace period, outside every lock.
 
 // Without trampolines (see `arch`), the call-path helpers below are never referenced.
-#![cfg_attr(not(all(target_arch = "x86_64", target_os = "linux", not(cbslot_force_unsupported))), allow(dead_code))]
+#![cfg_attr(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux", not(cbslot_force_unsupported))), allow(dead_code))]
 
 pub(crate) mod arch;
 mod gdbjit;
@@ -792,7 +792,7 @@ mod tests {
 
     /// The reclamation protocol end to end: a slot unregistered while a thread is inside it survives grace
     /// periods until that call returns; the stale path catches calls in between.
-    #[cfg(all(target_arch = "x86_64", target_os = "linux", not(cbslot_force_unsupported)))]
+    #[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux", not(cbslot_force_unsupported)))]
     #[test]
     fn grace_period_waits_for_the_call_in_flight() {
         use std::sync::atomic::{AtomicBool, AtomicU32};

@@ -11,9 +11,14 @@ mod x86_64;
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(cbslot_force_unsupported)))]
 pub(crate) use x86_64::*;
 
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(cbslot_force_unsupported))))]
+#[cfg(all(target_arch = "aarch64", target_os = "linux", not(cbslot_force_unsupported)))]
+mod aarch64;
+#[cfg(all(target_arch = "aarch64", target_os = "linux", not(cbslot_force_unsupported)))]
+pub(crate) use aarch64::*;
+
+#[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux", not(cbslot_force_unsupported))))]
 mod unsupported;
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(cbslot_force_unsupported))))]
+#[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux", not(cbslot_force_unsupported))))]
 pub(crate) use unsupported::*;
 
 /// Code tables, one per kind of entry ([`TRACKED`], [`UNTRACKED`]), each `TABLE_BYTES` long.

@@ -1,0 +1,64 @@
+#!/bin/sh
+# The C suite on aarch64 Linux, cross-built and run under qemu-user (timings mean nothing there; results do).
+#   sh tests/aarch64.sh <source-dir> <scratch-dir>
+# Exit 0: all passed. 1: a failure. 77: skipped, with a "SKIPPED: why" line naming what to install.
+set -u
+[ $# -eq 2 ] || { echo "usage: sh tests/aarch64.sh <source-dir> <scratch-dir>" >&2; exit 2; }
+src=$(cd "$1" && pwd) || exit 1
+mkdir -p "$2" || exit 1
+scratch=$(cd "$2" && pwd) || exit 1
+[ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
+TARGET=aarch64-unknown-linux-gnu
+skip() { echo "SKIPPED: $*"; exit 77; }
+missing=""
+command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || missing="$missing gcc-aarch64-linux-gnu"
+[ -d /usr/aarch64-linux-gnu/lib ] || missing="$missing libc6-dev-arm64-cross"
+command -v qemu-aarch64 >/dev/null 2>&1 || missing="$missing qemu-user"
+[ -z "$missing" ] || skip "missing packages (sudo apt-get install -y$missing)"
+rustup target list --installed 2>/dev/null | grep -qx $TARGET ||
+  skip "the Rust target is not installed (rustup target add $TARGET)"
+
+echo "== cross-building libcbslot for $TARGET"
+export CARGO_TARGET_DIR="$scratch/cargo" CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+unset CBSLOT_UPDATE_HEADER
+cargo build --locked --release --target $TARGET --manifest-path "$src/Cargo.toml" || exit 1
+lib="$CARGO_TARGET_DIR/$TARGET/release"
+ln -sf libcbslot.so "$lib/libcbslot.so.0"
+export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu LD_LIBRARY_PATH="$lib" CBSLOT_STRESS_SECONDS=2
+
+failed=""
+build() { # NAME SOURCE
+  aarch64-linux-gnu-gcc -O1 -g -Wall -I"$src/include" "$2" -L"$lib" -lcbslot -lpthread -o "$scratch/$1"
+}
+run() { # LABEL ENV... -- PROGRAM ARGS...: passes on exit 0
+  label=$1; shift
+  out=$(env "$@" 2>&1); rc=$?
+  if [ $rc -eq 0 ]; then echo "   PASS $label: $(printf '%s\n' "$out" | tail -n 1)"
+  else echo "   FAIL $label (exit $rc)"; printf '%s\n' "$out" | tail -n 20; failed="$failed $label"; fi
+}
+for t in test_handles test_cb_signatures test_cb_lifecycle test_cb_threads test_cb_real_apis test_cb_many \
+         test_queue test_stress test_fork_exit test_cb_core; do
+  build $t "$src/c-tests/$t.c" || { failed="$failed $t(build)"; continue; }
+done
+build test_aapcs64 "$src/tests/aarch64/test_aapcs64.c" || failed="$failed test_aapcs64(build)"
+
+echo "== C tests under qemu-aarch64"
+for t in test_aapcs64 test_handles test_cb_signatures test_cb_lifecycle test_cb_threads test_cb_real_apis \
+         test_cb_many test_queue test_stress; do
+  run $t timeout 600 qemu-aarch64 "$scratch/$t"
+done
+for s in memfd file; do run "test_cb_signatures[$s]" CBSLOT_TRAMPOLINES=$s timeout 300 qemu-aarch64 "$scratch/test_cb_signatures"; done
+# qemu-user 7.2 (Debian 12) aborts a forked child that starts a thread ("qemu_plugin_vcpu_init_hook:
+# assertion failed"), so the fork tests run without the reclaimer thread, and test_cb_core's cases run one
+# by one in-process, leaving out the one that forks with the reclaimer running.
+run "test_fork_exit (reclaim delay 0)" CBSLOT_RECLAIM_DELAY_MS=0 timeout 300 qemu-aarch64 "$scratch/test_fork_exit"
+for c in $(sed -n 's/^ *CASE(\([A-Za-z0-9_]*\)),*$/\1/p' "$src/c-tests/test_cb_core.c"); do
+  case $c in fork_child_reclaimer) echo "   SKIP test_cb_core/$c (qemu-user cannot start a thread in a forked child)"; continue ;; esac
+  run "test_cb_core/$c" timeout 120 qemu-aarch64 "$scratch/test_cb_core" "$c"
+done
+echo "== with 64 KiB pages"
+for t in test_aapcs64 test_cb_signatures test_cb_lifecycle test_cb_many; do
+  run "$t[64k]" QEMU_PAGESIZE=65536 timeout 600 qemu-aarch64 "$scratch/$t"
+done
+if [ -n "$failed" ]; then echo "aarch64.sh: FAILED:$failed"; exit 1; fi
+echo "aarch64.sh: all passed"
