@@ -27,7 +27,8 @@ pub type cb_watermark_fn = Option<unsafe extern "C" fn(live: u64, arg: *mut c_vo
 /// structs of up to 16 bytes returned in registers. Variadic callees work when the call passes at most 5
 /// integer-class arguments. Not supported: arguments passed on the stack (a 6th integer argument, a 9th
 /// floating-point one, long double, structs over 16 bytes) and struct returns through memory (over 16
-/// bytes); untracked entries (`cb_register_ex`) take stack-passed arguments.
+/// bytes); untracked entries (`cb_register_ex`) take stack-passed arguments. On aarch64 Linux: up to 7
+/// integer-class and 8 floating-point arguments, and every AAPCS64 return, structs through memory included.
 ///
 /// `destroy(userdata)` (may be NULL) runs exactly once after `cb_unregister`, when no call of this entry is
 /// in flight. cbslot keeps no pointer to caller memory but `userdata`.
