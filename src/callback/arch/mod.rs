@@ -6,6 +6,11 @@
 //!
 //! `--cfg cbslot_force_unsupported` builds the unsupported variant on x86_64 too, so its path is tested.
 
+#[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux", not(cbslot_force_unsupported)))]
+mod common;
+#[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux", not(cbslot_force_unsupported)))]
+pub(crate) use common::*;
+
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(cbslot_force_unsupported)))]
 mod x86_64;
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(cbslot_force_unsupported)))]
