@@ -265,7 +265,8 @@ static void bad_inputs(void) {
     CHECK(cb_unregister(g) == CB_ERR_INVALID_HANDLE);
   }
 
-  /* stale and double */
+  /* stale and double (no reclaimer meanwhile, so the first unregister's destroy is still due) */
+  CHECK_STATUS(CB_OK, cb_set_reclaim_delay(0));
   reg(&o, (cb_fn)plain);
   cb_handle old = o.self;
   CHECK_STATUS(CB_OK, cb_unregister(old));
@@ -273,6 +274,7 @@ static void bad_inputs(void) {
   CHECK_LAST_ERROR("already unregistered");
   CHECK_STATUS(CB_ERR_INVALID_HANDLE, cb_unregister_wait(old));
   CHECK_STATUS(CB_OK, cb_barrier());
+  CHECK_STATUS(CB_OK, cb_set_reclaim_delay(CB_RECLAIM_DELAY_DEFAULT_MS));
   CHECK_STATUS(CB_ERR_INVALID_HANDLE, cb_unregister(old));
   CHECK_LAST_ERROR("is stale");
   CHECK(o.destroyed == 1);
