@@ -16,21 +16,10 @@
 //! * Unwind information: `.eh_frame`-format templates as on x86_64 (DWARF: x19 = 19, x29 = 29, x30 = 30 is
 //!   the return address column, sp = 31).
 
-use super::Header;
+use super::{Header, SLOT_OFFSET, SLOTS_PER_BLOCK, TABLE_BYTES};
 use crate::inflight::{DEPTH_MAX, Rec};
 use core::mem::offset_of;
 
-/// Bytes of code (and of data) in one block.
-pub(crate) const TABLE_BYTES: usize = 65536;
-/// Bytes per stub; slot `k`'s entry is at `code + SLOT_OFFSET + k * STUB_BYTES`.
-pub(crate) const STUB_BYTES: usize = 16;
-/// Bytes per data slot (`{fn, userdata}`).
-pub(crate) const SLOT_BYTES: usize = 16;
-/// Where stub 0 starts in the code (the dispatchers sit before it) and slot 0 in the data region.
-pub(crate) const SLOT_OFFSET: usize = 512;
-/// Callback slots per block.
-pub(crate) const SLOTS_PER_BLOCK: usize = (TABLE_BYTES - SLOT_OFFSET) / STUB_BYTES;
-const _: () = assert!(STUB_BYTES == SLOT_BYTES);
 
 
 core::arch::global_asm!(

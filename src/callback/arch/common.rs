@@ -1,10 +1,23 @@
-//! What every trampoline architecture shares on top of its assembly: the data header the dispatchers
+//! What every trampoline architecture shares on top of its assembly: the block layout, the data header the dispatchers
 //! read, access to the assembled tables and unwind templates (symbols the assembly defines), the tracked
 //! dispatcher's personality routine and the TLS word. Included by `mod.rs` for supported targets.
 
-use super::{SLOT_OFFSET, TABLE_BYTES, TABLES, TRACKED, UnwindTemplate};
+use super::{TABLES, TRACKED, UnwindTemplate};
 use crate::inflight::Rec;
 use core::ffi::{c_int, c_void};
+
+/// Bytes of code (and of data) in one block.
+pub(crate) const TABLE_BYTES: usize = 65536;
+/// Bytes per stub; slot `k`'s entry is at `code + SLOT_OFFSET + k * STUB_BYTES`.
+pub(crate) const STUB_BYTES: usize = 16;
+/// Bytes per data slot (`{fn, userdata}`); slot `k`'s data is at `code + TABLE_BYTES + SLOT_OFFSET + k * 16`.
+pub(crate) const SLOT_BYTES: usize = 16;
+/// Where stub 0 starts in the code (the dispatcher sits before it) and slot 0 in the data region (the
+/// header sits before it).
+pub(crate) const SLOT_OFFSET: usize = 512;
+/// Callback slots per block.
+pub(crate) const SLOTS_PER_BLOCK: usize = (TABLE_BYTES - SLOT_OFFSET) / STUB_BYTES;
+const _: () = assert!(STUB_BYTES == SLOT_BYTES);
 
 /// Data-region header, read by the dispatchers (at the start of each block's data region).
 #[repr(C)]

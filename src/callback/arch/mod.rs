@@ -1,8 +1,8 @@
-//! Architecture-specific trampoline code behind one small interface:
+//! Architecture-specific trampoline code (`x86_64.rs`, `aarch64.rs`: the assembly only; `common.rs`: the
+//! Rust side they share) behind one small interface:
 //! `SUPPORTED`, `TABLE_BYTES`, `STUB_BYTES`, `SLOT_BYTES`, `SLOT_OFFSET`, `SLOTS_PER_BLOCK`,
 //! `tables()`, `write_header()`, `unwind_template()` and `tls_rec_slot()`, plus the kinds below. See
 //! `x86_64.rs` for the contract and for how another architecture slots in.
-
 //!
 //! `--cfg cbslot_force_unsupported` builds the unsupported variant on x86_64 too, so its path is tested.
 
@@ -13,13 +13,9 @@ pub(crate) use common::*;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(cbslot_force_unsupported)))]
 mod x86_64;
-#[cfg(all(target_arch = "x86_64", target_os = "linux", not(cbslot_force_unsupported)))]
-pub(crate) use x86_64::*;
 
 #[cfg(all(target_arch = "aarch64", target_os = "linux", not(cbslot_force_unsupported)))]
 mod aarch64;
-#[cfg(all(target_arch = "aarch64", target_os = "linux", not(cbslot_force_unsupported)))]
-pub(crate) use aarch64::*;
 
 #[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux", not(cbslot_force_unsupported))))]
 mod unsupported;

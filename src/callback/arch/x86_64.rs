@@ -42,22 +42,10 @@
 //! slot; b dispatch`, `ldr` from the header, shift `x0..x6` up, `mrs tpidr_el0` for the TLS word), the
 //! header layout, and the constants below. Nothing outside `arch/` depends on x86_64.
 
-use super::Header;
+use super::{Header, SLOT_OFFSET, SLOTS_PER_BLOCK, STUB_BYTES, TABLE_BYTES};
 use crate::inflight::{DEPTH_MAX, Rec};
 use core::mem::offset_of;
 
-/// Bytes of code (and of data) in one block.
-pub(crate) const TABLE_BYTES: usize = 65536;
-/// Bytes per stub; slot `k`'s entry is at `code + SLOT_OFFSET + k * STUB_BYTES`.
-pub(crate) const STUB_BYTES: usize = 16;
-/// Bytes per data slot (`{fn, userdata}`); slot `k`'s data is at `code + TABLE_BYTES + SLOT_OFFSET + k * 16`.
-pub(crate) const SLOT_BYTES: usize = 16;
-/// Where stub 0 starts in the code (the dispatcher sits before it) and slot 0 in the data region (the
-/// header sits before it).
-pub(crate) const SLOT_OFFSET: usize = 512;
-/// Callback slots per block.
-pub(crate) const SLOTS_PER_BLOCK: usize = (TABLE_BYTES - SLOT_OFFSET) / STUB_BYTES;
-const _: () = assert!(STUB_BYTES == SLOT_BYTES);
 
 
 // The two code tables (tracked, then untracked), one after the other in their own section, and the unwind
