@@ -26,21 +26,9 @@
 
 enum { ALARM_S = 60, ALARM_CHILD_S = 50 };
 
-static int under_valgrind(void) {
-  static int cached = -1;
-  if (cached < 0) {
-    cached = 0;
-    FILE *f = fopen("/proc/self/maps", "r");
-    char line[512];
-    while (f && fgets(line, sizeof line, f))
-      if (strstr(line, "vgpreload")) cached = 1;
-    if (f) fclose(f);
-  }
-  return cached;
-}
 
 /* How long something that must happen may take (generous: valgrind runs one thread at a time). */
-static double long_ms(void) { return under_valgrind() ? 20000 : 2000; }
+static double long_ms(void) { return check_under_valgrind() ? 20000 : 2000; }
 
 /* Polls until *flag >= value; 1 if it got there within `ms`. */
 static int wait_for(atomic_int *flag, int value, double ms) {
@@ -388,7 +376,7 @@ static void child_passed(void) {
   char ok = 1;
   fflush(NULL);
   if (write(verdict_pipe[1], &ok, 1) != 1) _exit(3);
-  if (under_valgrind())
+  if (check_under_valgrind())
     for (;;) pause();
   _exit(0);
 }
@@ -396,12 +384,12 @@ static void check_child_passed(pid_t pid) {
   char ok = 0;
   ssize_t n = read(verdict_pipe[0], &ok, 1); /* 0 (end of file) if the child died first */
   close(verdict_pipe[0]);
-  if (n == 1 && under_valgrind()) kill(pid, SIGKILL);
+  if (n == 1 && check_under_valgrind()) kill(pid, SIGKILL);
   int status;
   CHECK(waitpid(pid, &status, 0) == pid);
   CHECK(n == 1 && ok == 1);
   CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
-        (under_valgrind() && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL));
+        (check_under_valgrind() && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL));
 }
 
 /* fork(): the child gets its own reclaimer; destroys pending in the parent at the fork never run there. */
@@ -489,7 +477,7 @@ static void exit_with_pending_destroys(void) {
     reg(&w, 1, (cb_fn)add_fn); /* the reclaimer is running (and idle) */
     CHECK_STATUS(CB_OK, cb_unregister(w.h));
     CHECK(wait_for(&w.destroyed, 1, long_ms()));
-    CHECK_STATUS(CB_OK, cb_set_reclaim_delay(under_valgrind() ? 20000 : 2000));
+    CHECK_STATUS(CB_OK, cb_set_reclaim_delay(check_under_valgrind() ? 20000 : 2000));
     init_obj(&x, 2);
     CHECK_STATUS(CB_OK, cb_register((cb_fn)add_fn, &x, destroy_writes, &x.h, &x.e));
     CHECK(call(&x, 1) == 3);

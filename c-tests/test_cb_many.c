@@ -16,11 +16,8 @@ static void destroy_cell(void *ud) { ((unsigned char *)ud)[0]++; }
 
 static char last_path[512]; /* the file behind the mapping of the last address scanned */
 
-/* valgrind maps its own translation cache read+write+exec: only cbslot's mappings count there */
-static int under_valgrind(void) {
-  const char *p = getenv("LD_PRELOAD");
-  return p && strstr(p, "vgpreload") != NULL;
-}
+/* valgrind maps its own translation cache read+write+exec: only cbslot's mappings count there
+ * (check_under_valgrind) */
 
 /* Returns the number of writable+executable mappings; sets *perms to the permissions of `addr`'s mapping. */
 static int scan_maps(uintptr_t addr, char perms[5], int *mappings) {
@@ -34,7 +31,7 @@ static int scan_maps(uintptr_t addr, char perms[5], int *mappings) {
     char p[5];
     if (sscanf(line, "%lx-%lx %4s", &lo, &hi, p) != 3) continue;
     (*mappings)++;
-    if (strchr(p, 'w') && strchr(p, 'x') && !under_valgrind()) {
+    if (strchr(p, 'w') && strchr(p, 'x') && !check_under_valgrind()) {
       fprintf(stderr, "W+X mapping: %s", line);
       wx++;
     }

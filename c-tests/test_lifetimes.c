@@ -33,18 +33,6 @@
 #define UNDER_ASAN 0
 #endif
 
-static int under_valgrind(void) {
-  static int cached = -1;
-  if (cached < 0) {
-    cached = 0;
-    FILE *f = fopen("/proc/self/maps", "r");
-    char line[512];
-    while (f && fgets(line, sizeof line, f))
-      if (strstr(line, "vgpreload")) cached = 1;
-    if (f) fclose(f);
-  }
-  return cached;
-}
 
 static void wait_flag(atomic_int *flag, int value) {
   while (atomic_load(flag) < value) usleep(100);
@@ -259,7 +247,7 @@ static void loop_ctx_free(cb_loop *lp, vde_context *ctx) {
 }
 
 static void builtin_loop_zero_timeouts(void) {
-  int n = under_valgrind() ? 2000 : ZERO_TIMEOUTS;
+  int n = check_under_valgrind() ? 2000 : ZERO_TIMEOUTS;
   cb_loop *lp;
   vde_context *ctx;
   loop_ctx(&lp, &ctx);
@@ -389,7 +377,7 @@ static void *registrar(void *arg) {
 }
 
 static void register_races_close(void) {
-  int rounds = under_valgrind() ? 150 : 2000;
+  int rounds = check_under_valgrind() ? 150 : 2000;
   for (int round = 0; round < rounds; round++) {
     CHECK_STATUS(CB_OK, cb_queue_new(4, &race_q));
     CHECK(pthread_barrier_init(&race_start, NULL, REGISTRARS + 1) == 0);
@@ -501,7 +489,7 @@ static long statm_field(int i) { /* 0: virtual size, 1: resident, in pages */
 }
 
 static void queue_out_of_memory(void) {
-  if (UNDER_ASAN || under_valgrind()) {
+  if (UNDER_ASAN || check_under_valgrind()) {
     check_skip("RLIMIT_AS cannot work under ASan or valgrind");
     return;
   }
@@ -573,7 +561,7 @@ static void builtin_loop_huge_timeval(void) {
  * timeout until its (hour-long) deadline, and one more for every firing of a persistent event ---- */
 #define RSS_BOUND ((long)16 << 20)
 static int rss_skipped(void) {
-  if (under_valgrind()) check_skip("RSS bounds are not measured under valgrind");
+  if (check_under_valgrind()) check_skip("RSS bounds are not measured under valgrind");
   else if (UNDER_ASAN) check_skip("ASan's quarantine of freed memory counts as RSS");
   else return 0;
   return 1;

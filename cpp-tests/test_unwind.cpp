@@ -7,6 +7,8 @@
 // Every case runs in its own fork()ed child with alarm(60): a broken unwind aborts or hangs that case only.
 // `./test_unwind NAME` runs one case in-process.
 #include <cbslot.h>
+
+#include "../c-tests/check.h"
 #include <dlfcn.h>
 #include <pthread.h>
 #include <signal.h>
@@ -24,35 +26,10 @@
 #include <stdexcept>
 #include <string>
 
-static unsigned long checks;
-#define CHECK(cond)                                                                 \
-  do {                                                                              \
-    ++checks;                                                                       \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::exit(1);                                                                 \
-    }                                                                               \
-  } while (0)
-#define CHECK_STATUS(want, call)                                                                       \
-  do {                                                                                                 \
-    cb_status got_ = (call);                                                                           \
-    ++checks;                                                                                          \
-    if (got_ != (want)) {                                                                              \
-      std::fprintf(stderr, "%s:%d: %s\n  returned %s\n  expected %s\n  cb_last_error: %s\n", __FILE__, \
-                   __LINE__, #call, cb_status_str(got_), cb_status_str(want), cb_last_error());        \
-      std::exit(1);                                                                                    \
-    }                                                                                                  \
-  } while (0)
-
-static double mono_ms() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 static bool wait_for(const std::atomic<int> &flag, int value, double ms = 5000) {
-  double end = mono_ms() + ms;
+  double end = check_mono_ms() + ms;
   while (flag.load() < value) {
-    if (mono_ms() > end) return false;
+    if (check_mono_ms() > end) return false;
     usleep(1000);
   }
   return true;
@@ -412,78 +389,22 @@ static void unwind_backtrace_mixed() {
   backtrace_through(f, 5);
 }
 
-// ---- the runner: one fork()ed child per case ----
-struct test_case {
-  const char *name;
-  void (*fn)();
+// ---- the cases, each in its own fork()ed child (check.h's runner) ----
+static const check_case cases[] = {
+    CHECK_CASE(pthread_exit_tracked),
+    CHECK_CASE(pthread_exit_tracked_nested),
+    CHECK_CASE(pthread_exit_untracked),
+    CHECK_CASE(pthread_exit_mixed),
+    CHECK_CASE(exception_tracked),
+    CHECK_CASE(exception_depth_70),
+    CHECK_CASE(exception_untracked),
+    CHECK_CASE(exception_other_thread),
+    CHECK_CASE(unwind_backtrace_tracked),
+    CHECK_CASE(unwind_backtrace_tracked_nested),
+    CHECK_CASE(unwind_backtrace_untracked),
+    CHECK_CASE(unwind_backtrace_mixed),
 };
-#define CASE(f) {#f, f}
-static const test_case cases[] = {
-    CASE(pthread_exit_tracked),
-    CASE(pthread_exit_tracked_nested),
-    CASE(pthread_exit_untracked),
-    CASE(pthread_exit_mixed),
-    CASE(exception_tracked),
-    CASE(exception_depth_70),
-    CASE(exception_untracked),
-    CASE(exception_other_thread),
-    CASE(unwind_backtrace_tracked),
-    CASE(unwind_backtrace_tracked_nested),
-    CASE(unwind_backtrace_untracked),
-    CASE(unwind_backtrace_mixed),
-};
-static const int ncases = sizeof cases / sizeof *cases;
 
 int main(int argc, char **argv) {
-  if (argc > 1) {
-    for (int i = 0; i < ncases; i++)
-      if (std::strcmp(argv[1], cases[i].name) == 0) {
-        alarm(300);
-        cases[i].fn();
-        std::printf("%s: %lu checks passed\n", cases[i].name, checks);
-        return 0;
-      }
-    std::fprintf(stderr, "unknown case %s\n", argv[1]);
-    return 2;
-  }
-  int failed = 0;
-  unsigned long total = 0;
-  for (int i = 0; i < ncases; i++) {
-    int fds[2];
-    CHECK(pipe(fds) == 0);
-    std::fflush(nullptr);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-      close(fds[0]);
-      checks = 0;
-      alarm(60);
-      cases[i].fn();
-      CHECK(write(fds[1], &checks, sizeof checks) == (ssize_t)sizeof checks);
-      std::fflush(nullptr);
-      std::exit(0);
-    }
-    close(fds[1]);
-    int status = 0;
-    CHECK(waitpid(pid, &status, 0) == pid);
-    unsigned long got = 0;
-    bool have = read(fds[0], &got, sizeof got) == (ssize_t)sizeof got;
-    close(fds[0]);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && have) {
-      std::printf("PASS %s\n", cases[i].name);
-      total += got;
-    } else if (WIFSIGNALED(status)) {
-      std::printf("FAIL %s (signal %d: %s)\n", cases[i].name, WTERMSIG(status), strsignal(WTERMSIG(status)));
-      failed++;
-    } else {
-      std::printf("FAIL %s (exit %d)\n", cases[i].name, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-      failed++;
-    }
-  }
-  if (failed) {
-    std::printf("test_unwind: %d of %d cases FAILED\n", failed, ncases);
-    return 1;
-  }
-  std::printf("test_unwind: %lu checks passed\n", total + checks);
-  return 0;
+  return check_run_cases("test_unwind", cases, sizeof cases / sizeof *cases, argc, argv, 60);
 }
