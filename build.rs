@@ -26,6 +26,8 @@ fn main() {
         fs::write(&checked_in, &header).expect("write include/cbslot.h");
     }
 
+    platform_cfgs();
+
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
         let soname = format!("libcbslot.so.{major}");
@@ -42,6 +44,26 @@ fn main() {
             soname_link(profile_dir, &soname);
         }
     }
+}
+
+/// What the target has, as cfgs the source tests (one place instead of long `cfg(all(...))` everywhere):
+/// `cbslot_linux` (the Linux system calls: epoll, eventfd, futex, membarrier, memfd) and `cbslot_entries`
+/// (callback trampolines: x86_64 or aarch64 Linux). `--cfg cbslot_force_unsupported` turns both off, so the
+/// other platforms' code is built and tested on Linux. `CBSLOT_TARGET` names the target in error messages.
+fn platform_cfgs() {
+    println!("cargo::rustc-check-cfg=cfg(cbslot_linux)");
+    println!("cargo::rustc-check-cfg=cfg(cbslot_entries)");
+    let var = |k: &str| env::var(k).unwrap_or_default();
+    let forced = env::var_os("CARGO_CFG_CBSLOT_FORCE_UNSUPPORTED").is_some();
+    let linux = var("CARGO_CFG_TARGET_OS") == "linux" && !forced;
+    if linux {
+        println!("cargo::rustc-cfg=cbslot_linux");
+        if matches!(var("CARGO_CFG_TARGET_ARCH").as_str(), "x86_64" | "aarch64") {
+            println!("cargo::rustc-cfg=cbslot_entries");
+        }
+    }
+    let suffix = if forced { " (built with cbslot_force_unsupported)" } else { "" };
+    println!("cargo::rustc-env=CBSLOT_TARGET={}{suffix}", var("TARGET"));
 }
 
 fn generate_header(root: &Path) -> Vec<u8> {

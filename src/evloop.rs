@@ -15,7 +15,7 @@ use crate::callback::{CALLBACKS, RawFn};
 use crate::error::{Error, abort_on_panic, set_last_error};
 use crate::handle::{Kind, Slot};
 use crate::segvec::SegVec;
-use crate::sys::{Epoll, EventFd, errno, set_errno};
+use crate::sys::{self, Ctl, Epoll, EventFd, errno, set_errno};
 use crate::table::Table;
 use crate::vde::{EventCb, VDE_EV_PERSIST, VDE_EV_READ, VDE_EV_TIMEOUT, VDE_EV_WRITE};
 use core::ffi::{c_int, c_short, c_void};
@@ -24,6 +24,9 @@ use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The loop works on this platform: it needs epoll and four callback entries.
+pub(crate) const SUPPORTED: bool = cfg!(cbslot_linux) && crate::callback::SUPPORTED;
 
 /// Longest timeout the loop keeps; longer ones (up to `{LONG_MAX, 999999}`) are clamped to it.
 pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -101,8 +104,7 @@ static LOOP_SLOTS: SegVec<Slot> = SegVec::new();
 static LOOPS: Table<Loop> = Table::new(Kind::Loop, &LOOP_SLOTS);
 
 fn epoll_mask(events: c_short) -> u32 {
-    (if events & VDE_EV_READ != 0 { libc::EPOLLIN as u32 } else { 0 })
-        | (if events & VDE_EV_WRITE != 0 { libc::EPOLLOUT as u32 } else { 0 })
+    (if events & VDE_EV_READ != 0 { sys::READ } else { 0 }) | (if events & VDE_EV_WRITE != 0 { sys::WRITE } else { 0 })
 }
 
 /// A VDE3 timeval as a duration: negative parts count as 0, microseconds are clamped to 0..999999, and the
@@ -119,9 +121,9 @@ pub(crate) fn get(handle: u64) -> Result<Arc<Loop>, Error> {
 
 /// Creates a loop and its four entries; returns its handle.
 pub(crate) fn new_loop() -> Result<u64, Error> {
-    let no_fd = Error::NoMemory("epoll_create1/eventfd failed (out of descriptors?)");
-    let (epoll, wake) = (Epoll::new().ok_or(no_fd)?, EventFd::new().ok_or(no_fd)?);
-    epoll.ctl(libc::EPOLL_CTL_ADD, wake.raw(), libc::EPOLLIN as u32, WAKE).map_err(|_| no_fd)?;
+    let no_fd = Error::NoMemory("eventfd/epoll_ctl failed (out of descriptors?)");
+    let (epoll, wake) = (Epoll::new()?, EventFd::new().ok_or(no_fd)?);
+    epoll.ctl(Ctl::Add, wake.raw(), sys::READ, WAKE).map_err(|_| no_fd)?;
     let lp = Arc::new(Loop {
         epoll,
         wake,
@@ -184,7 +186,7 @@ impl Loop {
             let (ids, mask) = g.fds.entry(fd).or_default();
             let new_mask = *mask | epoll_mask(events);
             if new_mask != *mask || ids.is_empty() {
-                let op = if ids.is_empty() { libc::EPOLL_CTL_ADD } else { libc::EPOLL_CTL_MOD };
+                let op = if ids.is_empty() { Ctl::Add } else { Ctl::Modify };
                 if let Err(errno) = self.epoll.ctl(op, fd, new_mask, fd as u64) {
                     if ids.is_empty() {
                         g.fds.remove(&fd);
@@ -228,10 +230,10 @@ impl Loop {
         if ids.is_empty() {
             g.fds.remove(&fd);
             // the fd may already be closed, which is fine
-            let _ = self.epoll.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
+            let _ = self.epoll.ctl(Ctl::Delete, fd, 0, 0);
         } else if mask != *armed {
             *armed = mask;
-            let _ = self.epoll.ctl(libc::EPOLL_CTL_MOD, fd, mask, fd as u64);
+            let _ = self.epoll.ctl(Ctl::Modify, fd, mask, fd as u64);
         }
     }
 
@@ -256,19 +258,18 @@ impl Loop {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let mut buf = [libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut buf = [sys::Ready::default(); sys::WAIT_BATCH];
         let evs = if self.stop.load(SeqCst) { &buf[..0] } else { self.epoll.wait(&mut buf, wait) };
         self.sleeping.store(false, SeqCst);
         let mut ready: Vec<(u64, c_int, c_short)> = Vec::new();
         let mut g = self.inner.lock();
         for ev in evs {
-            if ev.u64 == WAKE {
+            if ev.data == WAKE {
                 self.wake.reset();
                 continue;
             }
-            let fd = ev.u64 as c_int;
-            let what = (if ev.events & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 { VDE_EV_READ } else { 0 })
-                | (if ev.events & (libc::EPOLLOUT | libc::EPOLLERR) as u32 != 0 { VDE_EV_WRITE } else { 0 });
+            let fd = ev.data as c_int;
+            let what = (if ev.events & sys::READ != 0 { VDE_EV_READ } else { 0 }) | (if ev.events & sys::WRITE != 0 { VDE_EV_WRITE } else { 0 });
             for &id in g.fds.get(&fd).map_or(&[][..], |(ids, _)| &ids[..]) {
                 let hit = g.regs.get(&id).map_or(0, |r| r.events & what);
                 if hit != 0 {

@@ -159,6 +159,7 @@ pub(crate) fn acquire() -> &'static Rec {
 }
 
 /// Called by the dispatcher on a thread's first call (all argument registers saved around it).
+#[cfg_attr(not(cbslot_entries), allow(dead_code))] // called from the dispatchers' assembly
 pub(crate) extern "C" fn acquire_for_dispatcher() -> *const Rec {
     crate::error::abort_on_panic("could not set up this thread's in-flight record", acquire)
 }
@@ -166,6 +167,7 @@ pub(crate) extern "C" fn acquire_for_dispatcher() -> *const Rec {
 /// Called by the dispatcher (all argument registers saved around it) when it has pushed a depth past the
 /// record's own cells: the cell to write the slot to. Maps the next page when needed, with a system
 /// call only, so it is as safe in a signal handler as the dispatcher itself.
+#[cfg_attr(not(cbslot_entries), allow(dead_code))] // called from the dispatchers' assembly
 pub(crate) extern "C" fn deep_cell_for_dispatcher() -> *const AtomicUsize {
     crate::error::abort_on_panic("could not track a deep callback", || {
         let rec = current().expect("the dispatcher has a record");
@@ -206,6 +208,7 @@ pub(crate) extern "C" fn deep_cell_for_dispatcher() -> *const AtomicUsize {
 
 /// An unwinder is leaving a dispatcher frame without running its epilogue (an exception or a forced
 /// unwind went through a callback): the record is popped in its place.
+#[cfg_attr(not(cbslot_entries), allow(dead_code))] // only the dispatchers' personality routine calls it
 pub(crate) fn unwound_one() {
     if let Some(rec) = current() {
         rec.depth.store(rec.depth.load(Relaxed).saturating_sub(1), Release);
@@ -309,9 +312,6 @@ pub(crate) fn inside_on_this_thread(slot: usize) -> bool {
     current().is_some_and(|r| r.inside(slot, Relaxed))
 }
 
-const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
-const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
-
 /// How the heavy barrier is made: 0 = not chosen yet, 1 = membarrier, 2 = mprotect (see below).
 static BARRIER: AtomicU8 = AtomicU8::new(0);
 
@@ -322,8 +322,7 @@ pub(crate) fn init_barrier() {
         return;
     }
     let forced = std::env::var_os("CBSLOT_BARRIER").is_some_and(|v| v == "mprotect");
-    // SAFETY: plain system call with no pointers.
-    let ok = !forced && unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) } == 0;
+    let ok = !forced && crate::sys::membarrier_register();
     BARRIER.store(if ok { 1 } else { 2 }, Release);
 }
 
@@ -334,12 +333,8 @@ pub(crate) fn init_barrier() {
 /// serialises those CPUs (the technique of .NET's `FlushProcessWriteBuffers`).
 fn heavy_barrier() {
     init_barrier();
-    if BARRIER.load(Acquire) == 1 {
-        // SAFETY: plain system call; registered in init_barrier.
-        let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
-        if rc == 0 {
-            return;
-        }
+    if BARRIER.load(Acquire) == 1 && crate::sys::membarrier() {
+        return;
     }
     static PAGE: Mutex<usize> = Mutex::new(0);
     let mut page = PAGE.lock();

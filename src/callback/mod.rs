@@ -17,7 +17,7 @@
 //!   `destroy(userdata)` runs on the thread running the grace period, outside every lock.
 
 // Without trampolines (see `arch`), the call-path helpers below are never referenced.
-#![cfg_attr(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux", not(cbslot_force_unsupported))), allow(dead_code))]
+#![cfg_attr(not(cbslot_entries), allow(dead_code))]
 
 pub(crate) mod arch;
 mod gdbjit;
@@ -38,6 +38,9 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use arch::{SLOT_BYTES, SLOT_OFFSET, SLOTS_PER_BLOCK, STUB_BYTES, TABLE_BYTES, TABLES, TRACKED, UNTRACKED};
+
+/// Callback entries work on this platform (trampolines for its architecture and OS were built in).
+pub(crate) const SUPPORTED: bool = arch::SUPPORTED;
 
 /// Freed callback slots wait in a FIFO quarantine until this many later freed slots have queued behind
 /// them; only then is an entry reused for a new registration, so a late call is caught as stale meanwhile.
@@ -319,7 +322,7 @@ impl Callbacks {
             return Err(Error::InvalidArg("unknown flag bits (the only flag is CB_REGISTER_UNTRACKED)"));
         }
         if !arch::SUPPORTED {
-            return Err(Error::Unsupported("callback trampolines are not implemented for this platform"));
+            return Err(Error::Unsupported(concat!("callback trampolines are not implemented for ", env!("CBSLOT_TARGET"))));
         }
         let kind = if flags & CB_REGISTER_UNTRACKED != 0 { UNTRACKED } else { TRACKED };
         let mut g = self.inner.lock();
@@ -792,7 +795,7 @@ mod tests {
 
     /// The reclamation protocol end to end: a slot unregistered while a thread is inside it survives grace
     /// periods until that call returns; the stale path catches calls in between.
-    #[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux", not(cbslot_force_unsupported)))]
+    #[cfg(cbslot_entries)]
     #[test]
     fn grace_period_waits_for_the_call_in_flight() {
         use std::sync::atomic::{AtomicBool, AtomicU32};
@@ -847,7 +850,7 @@ mod tests {
         assert!(CALLBACKS.unregister(handle).is_err());
     }
 
-    #[cfg(all(target_arch = "x86_64", target_os = "linux", not(cbslot_force_unsupported)))]
+    #[cfg(all(cbslot_entries, target_arch = "x86_64"))]
     #[test]
     fn stub_table_layout() {
         let all = arch::tables();

@@ -60,7 +60,7 @@ impl Source {
                 core::ptr::null_mut(),
                 2 * TABLE_BYTES,
                 libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | crate::sys::MAP_NORESERVE,
                 -1,
                 0,
             );
@@ -153,29 +153,10 @@ fn from_file() -> Result<Source, Error> {
     Err(not_found)
 }
 
-/// A sealed memfd holding a copy of the tables.
+/// A sealed memfd holding a copy of the tables (the W^X argument relies on the seal: nobody can change these
+/// bytes once mapped executable).
 fn from_memfd() -> Result<Source, Error> {
-    // SAFETY: plain system calls on a descriptor we own (closed by `OwnedFd` on every error).
-    unsafe {
-        let fd = libc::memfd_create(c"cbslot-trampolines".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING);
-        if fd < 0 {
-            return Err(sys_err("memfd_create"));
-        }
-        let fd = OwnedFd::from_raw_fd(fd);
-        let bytes = tables();
-        let mut done = 0;
-        while done < bytes.len() {
-            let n = libc::write(fd.as_raw_fd(), bytes[done..].as_ptr().cast(), bytes.len() - done);
-            if n <= 0 {
-                return Err(sys_err("writing the trampoline memfd"));
-            }
-            done += n as usize;
-        }
-        // the W^X argument relies on the seal: nobody can change these bytes once mapped executable
-        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
-        if libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) != 0 {
-            return Err(sys_err("sealing the trampoline memfd"));
-        }
-        Ok(Source { fd, offset: 0 })
-    }
+    let fd = crate::sys::memfd_sealed(c"cbslot-trampolines", tables())
+        .map_err(|(what, e)| Error::System(what, e))?;
+    Ok(Source { fd, offset: 0 })
 }

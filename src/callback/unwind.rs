@@ -56,7 +56,7 @@ fn add(field: &mut [u8], value: usize) {
 mod tests {
     use super::*;
 
-    #[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux", not(cbslot_force_unsupported)))]
+    #[cfg(cbslot_entries)]
     #[test]
     fn templates_are_moved_to_the_block() {
         for kind in 0..arch::TABLES {

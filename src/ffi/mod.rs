@@ -63,3 +63,21 @@ pub extern "C" fn cb_version() -> *const c_char {
     ffi_value!("cb_version", c"?".as_ptr(), { concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char })
 }
 
+
+/// `cb_features()` bit: callback entries work here (`cb_register`, `cb_register_ex`, queue sinks).
+pub const CB_FEATURE_ENTRIES: u32 = 1;
+/// `cb_features()` bit: the built-in event loop works here (`cb_loop_new`).
+pub const CB_FEATURE_LOOP: u32 = 2;
+
+/// The parts of cbslot this build supports on this platform, as `CB_FEATURE_*` bits.
+///
+/// Handles, VDE contexts (driven by a host of your own) and the queue without sinks work on every platform
+/// the library builds for. Callback entries need trampolines for the platform (x86_64 and aarch64 Linux);
+/// the built-in loop needs them and epoll. A function of a part that is missing returns
+/// `CB_ERR_UNSUPPORTED`, and `cb_last_error()` names the platform.
+#[unsafe(no_mangle)]
+pub extern "C" fn cb_features() -> u32 {
+    ffi_value!("cb_features", 0, {
+        (if crate::callback::SUPPORTED { CB_FEATURE_ENTRIES } else { 0 }) | (if crate::evloop::SUPPORTED { CB_FEATURE_LOOP } else { 0 })
+    })
+}

@@ -6,20 +6,20 @@
 //!
 //! `--cfg cbslot_force_unsupported` builds the unsupported variant on x86_64 too, so its path is tested.
 
-#[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux", not(cbslot_force_unsupported)))]
+#[cfg(cbslot_entries)]
 mod common;
-#[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux", not(cbslot_force_unsupported)))]
+#[cfg(cbslot_entries)]
 pub(crate) use common::*;
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux", not(cbslot_force_unsupported)))]
+#[cfg(all(cbslot_entries, target_arch = "x86_64"))]
 mod x86_64;
 
-#[cfg(all(target_arch = "aarch64", target_os = "linux", not(cbslot_force_unsupported)))]
+#[cfg(all(cbslot_entries, target_arch = "aarch64"))]
 mod aarch64;
 
-#[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux", not(cbslot_force_unsupported))))]
+#[cfg(not(cbslot_entries))]
 mod unsupported;
-#[cfg(not(all(any(target_arch = "x86_64", target_arch = "aarch64"), target_os = "linux", not(cbslot_force_unsupported))))]
+#[cfg(not(cbslot_entries))]
 pub(crate) use unsupported::*;
 
 /// Code tables, one per kind of entry ([`TRACKED`], [`UNTRACKED`]), each `TABLE_BYTES` long.
