@@ -84,6 +84,40 @@ static inline double check_mono_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* ---- parts a platform may not have (cb_features) ----
+ * check_require(F) exits 77 with "SKIPPED: <the library's own reason>" unless this build has every CB_FEATURE_*
+ * bit in F: for programs that test only those parts. check_has(F, what) returns 1 if it has them; otherwise it
+ * prints "SKIP what: <reason>" and returns 0, and inside a check_run_cases case the case counts as skipped. */
+static void check_nop(void) {}
+
+static inline const char *check_missing_reason(uint32_t features) {
+  uint32_t missing = features & ~cb_features();
+  if (missing & CB_FEATURE_ENTRIES) {
+    cb_handle h;
+    cb_fn e;
+    if (cb_register(check_nop, NULL, NULL, &h, &e) == CB_OK) cb_unregister(h);
+  } else if (missing & CB_FEATURE_LOOP) {
+    struct cb_loop *lp;
+    if (cb_loop_new(&lp) == CB_OK) cb_loop_free(lp);
+  }
+  return cb_last_error();
+}
+
+static inline void check_require(uint32_t features) {
+  if ((cb_features() & features) == features) return;
+  printf("SKIPPED: %s\n", check_missing_reason(features));
+  exit(77);
+}
+
+static int check_skipped __attribute__((unused));
+
+static inline int check_has(uint32_t features, const char *what) {
+  if ((cb_features() & features) == features) return 1;
+  printf("SKIP %s: %s\n", what, check_missing_reason(features));
+  check_skipped = 1;
+  return 0;
+}
+
 /* ---- a runner for programs made of independent cases ----
  * check_run_cases() runs every case in its own fork()ed child with alarm(alarm_seconds), so a crash, abort
  * or hang fails that case only; each child sends its check count back over a pipe. It prints "PASS name",
@@ -102,7 +136,6 @@ enum { CHECK_SKIP_CODE = 77, CHECK_IN_PROCESS_ALARM_S = 300 };
 
 /* The case running now (set before the case is called). */
 static const char *check_case_name __attribute__((unused));
-static int check_skipped __attribute__((unused));
 
 static inline void check_skip(const char *why) {
   printf("SKIP %s: %s\n", check_case_name, why);

@@ -1307,6 +1307,7 @@ static const struct check_case cases[] = {
 enum { NCASES = sizeof cases / sizeof *cases };
 
 int main(int argc, char **argv) {
+  check_require(CB_FEATURE_ENTRIES);
   main_thread = pthread_self();
   return check_run_cases("test_cb_core", cases, NCASES, argc, argv, ALARM_S);
 }

@@ -329,6 +329,7 @@ static void fork_child_uses_cbslot(void) {
 }
 
 int main(void) {
+  check_require(CB_FEATURE_ENTRIES);
   fork_child_uses_cbslot();
   unregister_destroy_and_stale();
   default_stale_handler_aborts();

@@ -80,6 +80,7 @@ static void live_and_check(int n) {
 }
 
 int main(void) {
+  check_require(CB_FEATURE_ENTRIES);
   live_and_check(100000);
   live_and_check(MAX);
   CHECK_DONE("test_cb_many");

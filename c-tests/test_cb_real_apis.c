@@ -142,6 +142,7 @@ static void nftw_walk(void) {
 }
 
 int main(void) {
+  check_require(CB_FEATURE_ENTRIES);
   qsort_and_bsearch();
   concurrent_qsort();
   nftw_walk();

@@ -135,6 +135,7 @@ static void twice(void) {
 }
 
 int main(void) {
+  check_require(CB_FEATURE_ENTRIES);
   integers();
   floats();
   structs();

@@ -82,6 +82,7 @@ static void retire(obj *o, int wait) {
 }
 
 int main(void) {
+  check_require(CB_FEATURE_ENTRIES);
   cb_set_stale_handler(on_stale, NULL);
   pthread_t t[CALLERS];
   for (long i = 0; i < CALLERS; i++) CHECK(pthread_create(&t[i], NULL, caller, (void *)(intptr_t)i) == 0);

@@ -141,6 +141,7 @@ static void ignore_stale(cb_fn entry, void *arg) {
 }
 
 int main(void) {
+  check_require(CB_FEATURE_ENTRIES);
   cb_set_stale_handler(ignore_stale, NULL); /* the caller threads keep calling `due` after its unregister */
   fork_with_calls_in_flight();
   thread_exit_inside_callback();

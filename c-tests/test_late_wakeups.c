@@ -145,6 +145,7 @@ static void *kicker(void *arg) {
   return NULL;
 }
 static void loop_wakeup_lands_after_its_round(void) {
+  if (!check_has(CB_FEATURE_LOOP, "loop_wakeup_lands_after_its_round")) return;
   atomic_store(&write_stalled, 0);
   atomic_store(&consumer_idle, 0);
   CHECK(pipe(pipefd) == 0);

@@ -247,6 +247,7 @@ static void loop_ctx_free(cb_loop *lp, vde_context *ctx) {
 }
 
 static void builtin_loop_zero_timeouts(void) {
+  if (!check_has(CB_FEATURE_LOOP, check_case_name)) return;
   int n = check_under_valgrind() ? 2000 : ZERO_TIMEOUTS;
   cb_loop *lp;
   vde_context *ctx;
@@ -527,6 +528,7 @@ static void never_cb(int fd, short what, void *arg) {
   never_calls++;
 }
 static void builtin_loop_huge_timeval(void) {
+  if (!check_has(CB_FEATURE_LOOP, check_case_name)) return;
   cb_loop *lp;
   vde_context *ctx;
   loop_ctx(&lp, &ctx);
@@ -567,6 +569,7 @@ static int rss_skipped(void) {
   return 1;
 }
 static void loop_memory_timeout_churn(void) {
+  if (!check_has(CB_FEATURE_LOOP, check_case_name)) return;
   if (rss_skipped()) return;
   cb_loop *lp;
   vde_context *ctx;
@@ -594,6 +597,7 @@ static void read_cb(int fd, short what, void *arg) {
   read_calls++;
 }
 static void loop_memory_persistent_fd(void) {
+  if (!check_has(CB_FEATURE_LOOP, check_case_name)) return;
   if (rss_skipped()) return;
   cb_loop *lp;
   vde_context *ctx;
@@ -637,6 +641,7 @@ static void reentrant_cb(int fd, short what, void *arg) {
   CHECK(n == 99); /* outputs only on success */
 }
 static void builtin_loop_reentrant_run_once(void) {
+  if (!check_has(CB_FEATURE_LOOP, check_case_name)) return;
   vde_event_handler h;
   CHECK_STATUS(CB_OK, cb_loop_new(&reentrant_lp));
   CHECK_STATUS(CB_OK, cb_loop_handler(reentrant_lp, &h));
@@ -678,6 +683,7 @@ static void self_del_cb(int fd, short what, void *arg) {
   s->text_kept = strcmp(cb_last_error(), known_error) == 0;
 }
 static void builtin_loop_self_delete_keeps_errno(void) {
+  if (!check_has(CB_FEATURE_LOOP, check_case_name)) return;
   cb_loop *lp;
   vde_context *ctx;
   loop_ctx(&lp, &ctx);
@@ -710,6 +716,7 @@ static void count_stale(cb_fn entry, void *arg) {
 typedef int (*int_entry)(const void *data, int len);
 typedef int (*size_entry)(const void *data, size_t len);
 static void queue_entry_result(void) {
+  if (!check_has(CB_FEATURE_ENTRIES, check_case_name)) return;
   cb_queue *q;
   cb_handle s;
   cb_fn ei, es;
@@ -799,6 +806,7 @@ static void wm_cb(uint64_t live, void *arg) {
   CHECK_STATUS(CB_OK, cb_queue_sink_entry(wm_sink, CB_QUEUE_LEN_SIZE_T, &e)); /* the same sink, re-entered */
 }
 static void entry_from_watermark(void) {
+  if (!check_has(CB_FEATURE_ENTRIES, check_case_name)) return;
   cb_queue *q;
   CHECK_STATUS(CB_OK, cb_queue_new(8, &q));
   CHECK_STATUS(CB_OK, cb_queue_sink_register(q, wm_sinkfn, NULL, NULL, &wm_sink));
@@ -817,6 +825,7 @@ static void nop_cb(int fd, short what, void *arg) {
   (void)fd, (void)what, (void)arg;
 }
 static void closed_fd_delete_keeps_errno(void) {
+  if (!check_has(CB_FEATURE_LOOP, check_case_name)) return;
   cb_loop *lp;
   vde_event_handler h;
   vde_context *ctx;
@@ -857,6 +866,7 @@ static void *deep_thread(void *arg) {
   return NULL;
 }
 static void deep_callbacks_do_not_stall_free(void) {
+  if (!check_has(CB_FEATURE_ENTRIES, check_case_name)) return;
   cb_handle h;
   cb_fn e;
   CHECK_STATUS(CB_OK, cb_register((cb_fn)deep_body, NULL, NULL, &h, &e));
@@ -877,6 +887,7 @@ static void deep_callbacks_do_not_stall_free(void) {
 
 /* ---- 15. a stop ends one run: the next cb_loop_run_once waits again ---- */
 static void stop_is_not_sticky(void) {
+  if (!check_has(CB_FEATURE_LOOP, check_case_name)) return;
   cb_loop *lp;
   vde_event_handler h;
   CHECK_STATUS(CB_OK, cb_loop_new(&lp));

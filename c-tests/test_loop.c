@@ -194,6 +194,7 @@ static void run_twice_and_free_while_running(void) {
 }
 
 int main(void) {
+  check_require(CB_FEATURE_ENTRIES | CB_FEATURE_LOOP);
   CHECK_STATUS(CB_OK, cb_loop_new(&lp));
   CHECK_STATUS(CB_OK, cb_loop_handler(lp, &h));
   timers();

@@ -271,6 +271,7 @@ static void *loop_producer(void *arg) {
 }
 
 static void fd_in_builtin_loop(void) {
+  if (!check_has(CB_FEATURE_LOOP, "fd_in_builtin_loop")) return;
   cb_handle s;
   int fd;
   CHECK_STATUS(CB_OK, cb_queue_new(64, &loop_q));
@@ -318,6 +319,7 @@ static void on_stale(cb_fn e, void *a) {
 }
 
 static void bare_entries(void) {
+  if (!check_has(CB_FEATURE_ENTRIES, "bare_entries")) return;
   cb_queue *q;
   cb_handle s;
   cb_fn e_int, e_size;

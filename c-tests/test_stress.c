@@ -1003,6 +1003,7 @@ static void *sampler(void *arg) {
 }
 
 int main(void) {
+  check_require(CB_FEATURE_ENTRIES | CB_FEATURE_LOOP);
   const char *env = getenv("CBSLOT_STRESS_SECONDS");
   double seconds = env ? atof(env) : 10;
   cb_set_stale_handler(on_stale, NULL);

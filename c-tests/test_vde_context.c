@@ -294,6 +294,7 @@ static void bad_inputs(void) {
 
 /* The same context API on cbslot's built-in loop: a real pipe and a real timer. */
 static void on_builtin_loop(void) {
+  if (!check_has(CB_FEATURE_LOOP, "on_builtin_loop")) return;
   cb_loop *lp = NULL;
   CHECK_STATUS(CB_OK, cb_loop_new(&lp));
   vde_event_handler h;

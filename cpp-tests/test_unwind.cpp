@@ -406,5 +406,6 @@ static const check_case cases[] = {
 };
 
 int main(int argc, char **argv) {
+  check_require(CB_FEATURE_ENTRIES);
   return check_run_cases("test_unwind", cases, sizeof cases / sizeof *cases, argc, argv, 60);
 }

@@ -45,6 +45,16 @@
 #define CB_RECLAIM_DELAY_MAX_MS 3600000
 
 /**
+ * `cb_features()` bit: callback entries work here (`cb_register`, `cb_register_ex`, queue sinks).
+ */
+#define CB_FEATURE_ENTRIES 1
+
+/**
+ * `cb_features()` bit: the built-in event loop works here (`cb_loop_new`).
+ */
+#define CB_FEATURE_LOOP 2
+
+/**
  * `cb_queue_sink_entry` length type: the entry is `int entry(const void *data, int len)`.
  */
 #define CB_QUEUE_LEN_INT 0
@@ -328,6 +338,16 @@ const char *cb_last_error(void);
  * against). Static, never NULL.
  */
 const char *cb_version(void);
+
+/**
+ * The parts of cbslot this build supports on this platform, as `CB_FEATURE_*` bits.
+ *
+ * Handles, VDE contexts (driven by a host of your own) and the queue without sinks work on every platform
+ * the library builds for. Callback entries need trampolines for the platform (x86_64 and aarch64 Linux);
+ * the built-in loop needs them and epoll. A function of a part that is missing returns
+ * `CB_ERR_UNSUPPORTED`, and `cb_last_error()` names the platform.
+ */
+uint32_t cb_features(void);
 
 /**
  * Registers `fn` with `userdata` and returns a new, unique bare C function pointer in `*out_entry` and the

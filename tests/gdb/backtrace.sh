@@ -5,6 +5,7 @@
 set -u
 prog=$1
 command -v gdb >/dev/null 2>&1 || { echo "SKIPPED: gdb is not installed (sudo apt-get install -y gdb)"; exit 77; }
+"$prog" || exit $?   # runs without gdb first; exits 77, saying why, where the library has no entries
 status=0
 for kind in tracked untracked; do
   arg=""; [ $kind = untracked ] && arg=untracked
