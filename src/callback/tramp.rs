@@ -10,7 +10,7 @@
 //! `CBSLOT_TRAMPOLINES=file` or `=memfd` forces one source (for tests); unset, the file is tried first.
 //! The source's code is compared byte for byte with the table once, before its first block is used.
 
-use super::arch::{TABLE_BYTES, TABLES, tables, write_header};
+use super::arch::{TABLE_BYTES, TABLES, code_prot, tables, write_header};
 use crate::error::Error;
 use crate::sys::errno;
 use std::ffi::CString;
@@ -70,7 +70,7 @@ impl Source {
             let code = libc::mmap(
                 base,
                 TABLE_BYTES,
-                libc::PROT_READ | libc::PROT_EXEC,
+                code_prot(),
                 libc::MAP_PRIVATE | libc::MAP_FIXED,
                 self.fd.as_raw_fd(),
                 self.offset + (kind * TABLE_BYTES) as libc::off_t,

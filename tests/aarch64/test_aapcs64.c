@@ -1,7 +1,12 @@
 /* AAPCS64 shapes through entries (aarch64 only): 7 integer arguments, 8 doubles, a struct returned through
  * x8 (indirect result), a homogeneous floating-point aggregate returned in v0..v3, mixed; tracked and
- * untracked. */
+ * untracked. On a CPU with BTI, entries are guarded pages: a call to an entry's landing pad works, a call
+ * past it faults (SIGILL). */
 #include "../../c-tests/check.h"
+
+#if defined(__aarch64__)
+#include <sys/auxv.h>
+#endif
 
 typedef struct { long a, b, c, d; } big; /* 32 bytes: returned through memory (x8) */
 typedef struct { double a, b, c, d; } hfa4; /* returned in v0..v3 */
@@ -41,10 +46,40 @@ static void run(unsigned flags) {
   CHECK_STATUS(CB_OK, cb_barrier());
 }
 
+#if defined(__aarch64__)
+static long plus_one(void *ud, long x) { return (long)ud + x + 1; }
+
+static void bti_guards_entries(void) {
+  if (!(getauxval(AT_HWCAP2) & (1UL << 17))) { /* HWCAP2_BTI */
+    puts("SKIP bti_guards_entries: this CPU has no BTI");
+    return;
+  }
+  for (unsigned flags = 0; flags <= CB_REGISTER_UNTRACKED; flags += CB_REGISTER_UNTRACKED) {
+    cb_handle h;
+    cb_fn e;
+    CHECK_STATUS(CB_OK, cb_register_ex((cb_fn)plus_one, (void *)10, NULL, flags, &h, &e));
+    long (*entry)(long) = (long (*)(long))e;
+    CHECK(entry(1) == 12); /* through the landing pad */
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) { /* past it: a branch (blr) to the stub's second instruction */
+      long (*past)(long) = (long (*)(long))((char *)e + 4);
+      _exit(past(1) == 12 ? 0 : 3);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGILL);
+    CHECK_STATUS(CB_OK, cb_unregister(h));
+  }
+}
+#endif
+
 int main(void) {
 #if defined(__aarch64__)
   run(0);
   run(CB_REGISTER_UNTRACKED);
+  bti_guards_entries();
   CHECK_DONE("test_aapcs64");
 #else
   puts("SKIPPED: AAPCS64 shapes are tested on aarch64 only");

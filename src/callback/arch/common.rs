@@ -42,8 +42,22 @@ unsafe extern "C" {
     /// libgcc's unwinder.
     fn _Unwind_GetIP(context: *mut c_void) -> usize;
     /// libgcc's unwinder.
-    /// libgcc's unwinder.
     fn _Unwind_GetRegionStart(context: *mut c_void) -> usize;
+}
+
+/// The protection of mapped code: read and execute, and on aarch64 CPUs with BTI also guarded
+/// (`PROT_BTI`), so a branch into a stub anywhere but its `bti c` landing pad faults.
+pub(crate) fn code_prot() -> core::ffi::c_int {
+    #[cfg(target_arch = "aarch64")]
+    {
+        const PROT_BTI: core::ffi::c_int = 0x10;
+        const HWCAP2_BTI: libc::c_ulong = 1 << 17;
+        // SAFETY: no preconditions.
+        if unsafe { libc::getauxval(libc::AT_HWCAP2) } & HWCAP2_BTI != 0 {
+            return libc::PROT_READ | libc::PROT_EXEC | PROT_BTI;
+        }
+    }
+    libc::PROT_READ | libc::PROT_EXEC
 }
 
 /// The code tables as assembled into the library, tracked then untracked (never executed in place).

@@ -1,7 +1,7 @@
 //! Architecture-specific trampoline code (`x86_64.rs`, `aarch64.rs`: the assembly only; `common.rs`: the
 //! Rust side they share) behind one small interface:
 //! `SUPPORTED`, `TABLE_BYTES`, `STUB_BYTES`, `SLOT_BYTES`, `SLOT_OFFSET`, `SLOTS_PER_BLOCK`,
-//! `tables()`, `write_header()`, `unwind_template()` and `tls_rec_slot()`, plus the kinds below. See
+//! `tables()`, `code_prot()`, `write_header()`, `unwind_template()` and `tls_rec_slot()`, plus the kinds below. See
 //! `x86_64.rs` for the contract and for how another architecture slots in.
 //!
 //! `--cfg cbslot_force_unsupported` builds the unsupported variant on x86_64 too, so its path is tested.

@@ -19,6 +19,10 @@ thread_local! {
     static REC: core::cell::Cell<*mut Rec> = const { core::cell::Cell::new(core::ptr::null_mut()) };
 }
 
+pub(crate) fn code_prot() -> core::ffi::c_int {
+    libc::PROT_READ | libc::PROT_EXEC
+}
+
 pub(crate) fn tables() -> &'static [u8; TABLES * TABLE_BYTES] {
     &EMPTY
 }
