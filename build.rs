@@ -78,6 +78,10 @@ fn generate_header(root: &Path) -> Vec<u8> {
         v("CARGO_PKG_VERSION_MINOR"),
         v("CARGO_PKG_VERSION_PATCH"),
     ));
+    // cbindgen runs `cargo metadata`, which would take the flags cargo gives this script for the *target*
+    // (CARGO_ENCODED_RUSTFLAGS) as the host's: flags such as -Zbranch-protection make the host's rustc fail.
+    // SAFETY: the build script is single-threaded here.
+    unsafe { env::remove_var("CARGO_ENCODED_RUSTFLAGS") };
     let mut header = Vec::new();
     cbindgen::Builder::new()
         .with_crate(root)

@@ -65,7 +65,7 @@ case "${1:-}" in
     # built with ASan+UBSan
     configure pkg-config:pkgconf nm:binutils valgrind:valgrind
     optional_packages /usr/include/event2/event.h:libevent-dev g++:g++ aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu \
-      /usr/aarch64-linux-gnu/lib:libc6-dev-arm64-cross qemu-aarch64:qemu-user
+      /usr/aarch64-linux-gnu/lib:libc6-dev-arm64-cross qemu-aarch64:qemu-user aarch64-linux-gnu-g++:g++-aarch64-linux-gnu
     # the aarch64 suite's Rust target (its test is skipped, saying so, when it cannot be added)
     command -v rustup >/dev/null 2>&1 && { rustup target list --installed | grep -qx aarch64-unknown-linux-gnu ||
       rustup target add aarch64-unknown-linux-gnu || true; }

@@ -1,5 +1,8 @@
 #!/bin/sh
-# The C suite on aarch64 Linux, cross-built and run under qemu-user (timings mean nothing there; results do).
+# The C suite on aarch64 Linux, cross-built and run under qemu-user (timings mean nothing there; results do),
+# the C++ unwinding test, runs with 64 KiB pages, and the library built with -Zbranch-protection=bti,pac-ret
+# (nightly, -Zbuild-std) run by tests built with -mbranch-protection=standard. qemu's default CPU has BTI and
+# pointer authentication, so entries are mapped as BTI-guarded pages and pac-ret is enforced.
 #   sh tests/aarch64.sh <source-dir> <scratch-dir>
 # Exit 0: all passed. 1: a failure. 77: skipped, with a "SKIPPED: why" line naming what to install.
 set -u
@@ -27,8 +30,9 @@ ln -sf libcbslot.so "$lib/libcbslot.so.0"
 export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu LD_LIBRARY_PATH="$lib" CBSLOT_STRESS_SECONDS=2
 
 failed=""
-build() { # NAME SOURCE
-  aarch64-linux-gnu-gcc -O1 -g -Wall -I"$src/include" "$2" -L"$lib" -lcbslot -lpthread -o "$scratch/$1"
+build() { # NAME SOURCE [FLAGS...]
+  name=$1 source=$2; shift 2
+  aarch64-linux-gnu-gcc -O1 -g -Wall "$@" -I"$src/include" "$source" -L"$lib" -lcbslot -lpthread -o "$scratch/$name"
 }
 run() { # LABEL ENV... -- PROGRAM ARGS...: passes on exit 0
   label=$1; shift
@@ -60,5 +64,47 @@ echo "== with 64 KiB pages"
 for t in test_aapcs64 test_cb_signatures test_cb_lifecycle test_cb_many; do
   run "$t[64k]" QEMU_PAGESIZE=65536 timeout 600 qemu-aarch64 "$scratch/$t"
 done
+
+echo "== C++: unwinding through entries (exceptions, pthread_exit, _Unwind_Backtrace)"
+if command -v aarch64-linux-gnu-g++ >/dev/null 2>&1; then
+  if aarch64-linux-gnu-g++ -std=c++17 -O1 -g -Wall -rdynamic -I"$src/include" "$src/cpp-tests/test_unwind.cpp" \
+       -L"$lib" -lcbslot -lpthread -ldl -o "$scratch/test_unwind"; then
+    run test_unwind timeout 600 qemu-aarch64 "$scratch/test_unwind"
+  else failed="$failed test_unwind(build)"; fi
+else
+  echo "   SKIP test_unwind: no aarch64 C++ compiler (sudo apt-get install -y g++-aarch64-linux-gnu)"
+fi
+
+echo "== branch protection: the library built with -Zbranch-protection=bti,pac-ret"
+if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  echo "   SKIP: no nightly toolchain (rustup toolchain install nightly --component rust-src)"
+elif ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src' &&
+     ! rustup component add rust-src --toolchain nightly >/dev/null 2>&1; then
+  echo "   SKIP: rust-src is missing for nightly (rustup component add rust-src --toolchain nightly)"
+else
+  # std is rebuilt with the same flags (rustc refuses to mix); target-only flags, so build scripts build
+  if CARGO_TARGET_DIR="$scratch/cargo-bp" CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-Zbranch-protection=bti,pac-ret" \
+       cargo +nightly build -Zbuild-std=std,panic_unwind --release --target $TARGET --manifest-path "$src/Cargo.toml" \
+       >"$scratch/bp-build.log" 2>&1; then
+    lib="$scratch/cargo-bp/$TARGET/release"
+    ln -sf libcbslot.so "$lib/libcbslot.so.0"
+    if aarch64-linux-gnu-objdump -d "$lib/libcbslot.so" | grep -q paciasp; then
+      for t in test_cb_signatures test_cb_lifecycle test_cb_threads; do
+        build "$t-bp" "$src/c-tests/$t.c" -mbranch-protection=standard && run "$t[bti,pac-ret]" LD_LIBRARY_PATH="$lib" timeout 600 qemu-aarch64 "$scratch/$t-bp" || failed="$failed $t-bp"
+      done
+      build test_aapcs64-bp "$src/tests/aarch64/test_aapcs64.c" -mbranch-protection=standard &&
+        run "test_aapcs64[bti,pac-ret]" LD_LIBRARY_PATH="$lib" timeout 600 qemu-aarch64 "$scratch/test_aapcs64-bp"
+      if command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 &&
+         aarch64-linux-gnu-g++ -mbranch-protection=standard -std=c++17 -O1 -g -rdynamic -I"$src/include" \
+           "$src/cpp-tests/test_unwind.cpp" -L"$lib" -lcbslot -lpthread -ldl -o "$scratch/test_unwind-bp"; then
+        run "test_unwind[bti,pac-ret]" LD_LIBRARY_PATH="$lib" timeout 600 qemu-aarch64 "$scratch/test_unwind-bp"
+      fi
+    else
+      echo "   FAIL: the library has no paciasp: the flags did not reach it"; failed="$failed branch-protection"
+    fi
+  else
+    tail -n 30 "$scratch/bp-build.log"; failed="$failed branch-protection(build)"
+  fi
+fi
 if [ -n "$failed" ]; then echo "aarch64.sh: FAILED:$failed"; exit 1; fi
 echo "aarch64.sh: all passed"
