@@ -183,6 +183,9 @@ struct Inner {
     ready: VecDeque<Due>,
     /// Destroys some thread is inside right now.
     running: Vec<u64>,
+    /// Waits (`wait_done`) in progress inside destroys, on any thread: only such a destroy can be waiting
+    /// for a slot some other waiter is inside.
+    nested_waits: usize,
     /// Counters, kept in the C API's own shape (`pending_destroy` and `stale_calls` are filled on read).
     stats: cb_stats,
     limit: u64,
@@ -217,6 +220,30 @@ thread_local! {
     static IN_DESTROY: Cell<usize> = const { Cell::new(0) };
 }
 
+thread_local! {
+    /// This thread's part of `Inner::nested_waits`.
+    static NESTED_WAITS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// One wait inside a destroy, counted in `Inner::nested_waits` (and this thread's share) while it lasts.
+struct NestedWait<'a>(&'a Callbacks);
+
+impl<'a> NestedWait<'a> {
+    fn enter(callbacks: &'a Callbacks) -> Self {
+        callbacks.inner.lock().nested_waits += 1;
+        let _ = NESTED_WAITS.try_with(|n| n.set(n.get() + 1));
+        NestedWait(callbacks)
+    }
+}
+
+impl Drop for NestedWait<'_> {
+    fn drop(&mut self) {
+        let _ = NESTED_WAITS.try_with(|n| n.set(n.get().saturating_sub(1)));
+        let mut g = self.0.inner.lock();
+        g.nested_waits = g.nested_waits.saturating_sub(1);
+    }
+}
+
 fn in_destroy() -> bool {
     IN_DESTROY.try_with(Cell::get).unwrap_or(0) > 0
 }
@@ -237,6 +264,7 @@ impl Callbacks {
                 done: Done { base: 0, flags: VecDeque::new() },
                 ready: VecDeque::new(),
                 running: Vec::new(),
+                nested_waits: 0,
                 stats: cb_stats {
                     live: 0,
                     peak: 0,
@@ -608,6 +636,7 @@ impl Callbacks {
     /// destroys waiting for each other would never finish). The others have run then.
     fn wait_done(&self, from: u64, to: u64) -> Result<(), Error> {
         let nested = in_destroy();
+        let _counted = nested.then(|| NestedWait::enter(self));
         // Ok(true): done; Ok(false): keep waiting
         let check = |g: &Inner| -> Result<bool, Error> {
             let mut undone = (from.max(g.done.base)..to).filter(|&s| !g.done.is_done(s));
@@ -633,9 +662,12 @@ impl Callbacks {
             if check(&g)? {
                 return Ok(());
             }
-            // a slot it waits for, in flight on this thread; or, while it waits for a running destroy (which
-            // may in turn wait for a slot this thread is inside), any pending slot in flight on this thread
-            let on_running = (from.max(g.done.base)..to).any(|s| !g.done.is_done(s) && g.running.contains(&s));
+            // a slot it waits for, in flight on this thread; or, while it waits for a running destroy that may
+            // in turn be waiting (another nested wait is in progress) for a slot this thread is inside, any
+            // pending slot in flight on this thread. (A destroy that starts such a wait later is seen on the
+            // next round.)
+            let others_waiting = g.nested_waits > usize::from(nested);
+            let on_running = others_waiting && (from.max(g.done.base)..to).any(|s| !g.done.is_done(s) && g.running.contains(&s));
             let mine = |&(i, seq): &(u32, u64)| (on_running || (from..to).contains(&seq)) && inflight::inside_on_this_thread(self.data_addr(i));
             if g.pending.iter().any(mine) {
                 return Err(Error::WouldDeadlock("a callback it waits for is running on this very thread"));
@@ -699,6 +731,7 @@ impl Callbacks {
     fn after_fork_in_child(&self) {
         let mut g = self.inner.lock();
         g.reclaimer.running = None;
+        g.nested_waits = NESTED_WAITS.try_with(Cell::get).unwrap_or(0); // this thread's: the others are gone
         // ready and running destroys were taken by the parent's threads: they are the parent's too (a
         // destroy the forking thread is inside finishes here, and marking it again is a no-op)
         let inner = &mut *g;
