@@ -5,7 +5,9 @@
 //!   (`tests/header_drift.rs`, run by CTest) fails when the two differ, so a stale header never lands.
 //! * Cargo sets no SONAME; we pass `-soname libcbslot.so.<major>` to the linker and create the
 //!   `libcbslot.so.<major>` link beside the built library so programs linked against it run from the build tree.
-//!   The library is also linked `-z nodelete` and `-Bsymbolic`.
+//!   The library is also linked `-z nodelete` and `-Bsymbolic`. On Apple targets its install name is
+//!   `@rpath/libcbslot.<major>.dylib` (what CMake installs it as).
+//! * The cfgs that say which parts the target has (`platform_cfgs`).
 
 use std::env;
 use std::fs;
@@ -43,6 +45,11 @@ fn main() {
         if let Some(profile_dir) = out_dir.ancestors().nth(3) {
             soname_link(profile_dir, &soname);
         }
+    }
+    if env::var("CARGO_CFG_TARGET_VENDOR").as_deref() == Ok("apple") {
+        // what CMake installs it as (programs find it through their rpath)
+        let major = env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-install_name,@rpath/libcbslot.{major}.dylib");
     }
 }
 
