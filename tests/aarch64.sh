@@ -30,6 +30,13 @@ ln -sf libcbslot.so "$lib/libcbslot.so.0"
 export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu LD_LIBRARY_PATH="$lib" CBSLOT_STRESS_SECONDS=2
 
 failed=""
+echo "== Rust unit tests under qemu-aarch64 (stub layout, unwind templates, the JIT image, ...)"
+if CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64" cargo test --locked --release --lib --target $TARGET \
+     --manifest-path "$src/Cargo.toml" >"$scratch/rust-unit.log" 2>&1; then
+  echo "   PASS rust unit: $(grep 'test result' "$scratch/rust-unit.log" | tail -n 1)"
+else
+  echo "   FAIL rust unit"; tail -n 30 "$scratch/rust-unit.log"; failed="$failed rust-unit"
+fi
 build() { # NAME SOURCE [FLAGS...]
   name=$1 source=$2; shift 2
   aarch64-linux-gnu-gcc -O1 -g -Wall "$@" -I"$src/include" "$source" -L"$lib" -lcbslot -lpthread -o "$scratch/$name"

@@ -903,4 +903,29 @@ mod tests {
             }
         }
     }
+
+    #[cfg(all(cbslot_entries, target_arch = "aarch64"))]
+    #[test]
+    fn stub_table_layout() {
+        let all = arch::tables();
+        assert_eq!(all.as_ptr() as usize % 65536, 0, "64 KiB-aligned: mappable from the file with 4, 16 or 64 KiB pages");
+        for kind in 0..TABLES {
+            let t = &all[kind * TABLE_BYTES..][..TABLE_BYTES];
+            for k in [0usize, 1, 2, SLOTS_PER_BLOCK - 1] {
+                let at = SLOT_OFFSET + k * STUB_BYTES;
+                let word = |i: usize| u32::from_le_bytes(t[at + 4 * i..at + 4 * i + 4].try_into().unwrap());
+                // bti c ; adr x17, <slot> ; b <dispatcher at offset 0> ; brk #0
+                assert_eq!(word(0), 0xd503_245f, "kind {kind} stub {k}: bti c");
+                let adr = word(1);
+                assert_eq!(adr & 0x9f00_001f, 0x1000_0011, "kind {kind} stub {k}: adr x17");
+                let imm = ((((adr >> 5) & 0x7_ffff) << 2 | (adr >> 29) & 3) << 11) as i32 >> 11;
+                assert_eq!((at + 4) as isize + imm as isize, (TABLE_BYTES + at) as isize, "stub {k} reaches its slot");
+                let b = word(2);
+                assert_eq!(b & 0xfc00_0000, 0x1400_0000, "kind {kind} stub {k}: b");
+                let off = (((b & 0x03ff_ffff) << 6) as i32 >> 6) * 4;
+                assert_eq!((at + 8) as isize + off as isize, 0, "kind {kind} stub {k} branches to its dispatcher");
+                assert_eq!(word(3), 0xd420_0000, "kind {kind} stub {k}: brk #0");
+            }
+        }
+    }
 }
