@@ -685,8 +685,8 @@ enum cb_status cb_queue_sink_entry(cb_handle sink, int len_type, cb_fn *out_entr
 enum cb_status cb_queue_drain(struct cb_queue *queue, size_t max, int timeout_ms, size_t *out_delivered);
 
 /**
- * An eventfd that is readable exactly when events are pending (and, once the queue is closed, readable
- * for good), for epoll, libevent or Go's poller. Do not read or close it: `cb_queue_drain` resets it.
+ * A descriptor (an eventfd on Linux, a pipe's read end elsewhere) that is readable exactly when events
+ * are pending (and, once the queue is closed, readable for good), for epoll, libevent or Go's poller. Do not read or close it: `cb_queue_drain` resets it.
  * Valid until `cb_queue_free`.
  *
  * Errors: `CB_ERR_NULL_ARG`; `CB_ERR_INVALID_ARG` (bad queue).

@@ -223,8 +223,13 @@ pub(crate) fn pin(addr: usize) -> Option<Pin> {
     let rec = current().unwrap_or_else(acquire);
     let i = rec.pins.iter().position(|p| p.load(Relaxed) == 0)?;
     rec.pins[i].store(addr, Relaxed);
-    // later loads must not move above the marker (the waiter's barrier orders the rest)
-    core::sync::atomic::compiler_fence(SeqCst);
+    // later loads must not move above the marker: the waiter's barrier orders the rest, where it can
+    // (BARRIER says membarrier, or x86_64); otherwise a full fence here pairs with the waiter's own
+    if BARRIER.load(Relaxed) == 1 || cfg!(target_arch = "x86_64") {
+        core::sync::atomic::compiler_fence(SeqCst);
+    } else {
+        core::sync::atomic::fence(SeqCst);
+    }
     Some(Pin { rec, i })
 }
 
@@ -324,6 +329,15 @@ pub(crate) fn init_barrier() {
     let forced = std::env::var_os("CBSLOT_BARRIER").is_some_and(|v| v == "mprotect");
     let ok = !forced && crate::sys::membarrier_register();
     BARRIER.store(if ok { 1 } else { 2 }, Release);
+}
+
+/// True when the heavy barrier orders every other thread's plain stores, so the light side (a
+/// dispatcher's record, a [`pin`]) needs no fence of its own: membarrier, or the mprotect fallback on
+/// x86_64, whose TLB shootdown interrupts the other CPUs. arm64 invalidates TLBs by broadcast, without
+/// interrupting anyone, so there the fallback is no barrier for others.
+pub(crate) fn heavy_barrier_orders_others() -> bool {
+    init_barrier();
+    BARRIER.load(Acquire) == 1 || cfg!(target_arch = "x86_64")
 }
 
 /// A full memory barrier on every thread of the process that is running now.

@@ -67,6 +67,13 @@ for c in $(sed -n 's/^ *CASE(\([A-Za-z0-9_]*\)),*$/\1/p' "$src/c-tests/test_cb_c
   case $c in fork_child_reclaimer) echo "   SKIP test_cb_core/$c (qemu-user cannot start a thread in a forked child)"; continue ;; esac
   run "test_cb_core/$c" timeout 120 qemu-aarch64 "$scratch/test_cb_core" "$c"
 done
+# without membarrier (forced off) entries are refused: the mprotect fallback is no barrier on arm64
+out=$(CBSLOT_BARRIER=mprotect timeout 120 qemu-aarch64 "$scratch/test_aapcs64" 2>&1)
+if [ $? -ne 0 ] && printf '%s\n' "$out" | grep -q 'CB_ERR_SYSTEM' && printf '%s\n' "$out" | grep -q 'need membarrier'; then
+  echo "   PASS entries refused without membarrier"
+else
+  echo "   FAIL entries without membarrier were not refused"; printf '%s\n' "$out" | tail -n 5; failed="$failed no-membarrier"
+fi
 echo "== with 64 KiB pages"
 for t in test_aapcs64 test_cb_signatures test_cb_lifecycle test_cb_many; do
   run "$t[64k]" QEMU_PAGESIZE=65536 timeout 600 qemu-aarch64 "$scratch/$t"

@@ -144,6 +144,11 @@ static void on_once(int fd, short events, void *arg) {
   (void)fd;
   (void)arg;
   EXPECT(events & VDE_EV_TIMEOUT);
+  if (ticks < 3) { /* a busy machine ran it early in ticks: wait until the persistent one has repeated */
+    struct timeval later = {0, 30000};
+    EXPECT(vde_context_timeout_add(ctx, 0, &later, on_once, NULL) != NULL);
+    return;
+  }
   onces++;
   vde_context_timeout_del(ctx, ticker); /* the safe place to stop the persistent timeout */
   ticker = NULL;

@@ -328,6 +328,10 @@ impl Callbacks {
             }
             if g.source.is_none() {
                 init_process();
+                if !inflight::heavy_barrier_orders_others() {
+                    // the dispatchers record calls with plain stores: only a real process-wide barrier orders them
+                    return Err(Error::System("entries on this CPU need membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), Linux 4.14+ (and CBSLOT_BARRIER unset)", libc::ENOSYS));
+                }
                 g.source = Some(tramp::Source::open()?);
             }
             let cell = self.blocks.get_or_grow(g.blocks as u32).ok_or(Error::NoMemory("growing the block table"))?;

@@ -171,8 +171,8 @@ pub extern "C" fn cb_queue_drain(queue: *mut cb_queue, max: usize, timeout_ms: c
     })
 }
 
-/// An eventfd that is readable exactly when events are pending (and, once the queue is closed, readable
-/// for good), for epoll, libevent or Go's poller. Do not read or close it: `cb_queue_drain` resets it.
+/// A descriptor (an eventfd on Linux, a pipe's read end elsewhere) that is readable exactly when events
+/// are pending (and, once the queue is closed, readable for good), for epoll, libevent or Go's poller. Do not read or close it: `cb_queue_drain` resets it.
 /// Valid until `cb_queue_free`.
 ///
 /// Errors: `CB_ERR_NULL_ARG`; `CB_ERR_INVALID_ARG` (bad queue).
