@@ -223,9 +223,9 @@ pub(crate) fn pin(addr: usize) -> Option<Pin> {
     let rec = current().unwrap_or_else(acquire);
     let i = rec.pins.iter().position(|p| p.load(Relaxed) == 0)?;
     rec.pins[i].store(addr, Relaxed);
-    // later loads must not move above the marker: the waiter's barrier orders the rest, where it can
-    // (BARRIER says membarrier, or x86_64); otherwise a full fence here pairs with the waiter's own
-    if BARRIER.load(Relaxed) == 1 || cfg!(target_arch = "x86_64") {
+    // later loads must not move above the marker: the waiter's barrier orders the rest, where it can;
+    // otherwise (or while it is not chosen yet) a full fence here pairs with the waiter's own
+    if barrier_orders_others() {
         core::sync::atomic::compiler_fence(SeqCst);
     } else {
         core::sync::atomic::fence(SeqCst);
@@ -337,6 +337,11 @@ pub(crate) fn init_barrier() {
 /// interrupting anyone, so there the fallback is no barrier for others.
 pub(crate) fn heavy_barrier_orders_others() -> bool {
     init_barrier();
+    barrier_orders_others()
+}
+
+/// [`heavy_barrier_orders_others`] as chosen so far (false on arm64 until the barrier is chosen).
+fn barrier_orders_others() -> bool {
     BARRIER.load(Acquire) == 1 || cfg!(target_arch = "x86_64")
 }
 

@@ -1,7 +1,6 @@
 /* A callback called through an entry, for tests/gdb/backtrace.sh: gdb stops in the_callback and must show
  * the_caller and main below the entry's frame. */
-#include <cbslot.h>
-#include <stdio.h>
+#include "../../c-tests/check.h"
 
 static int the_callback(void *userdata, int x) { return x + (int)(long)userdata; }
 
@@ -11,11 +10,7 @@ int main(int argc, char **argv) {
   (void)argv;
   cb_handle h;
   cb_fn entry;
-  if (!(cb_features() & CB_FEATURE_ENTRIES)) {
-    cb_register((cb_fn)the_callback, NULL, NULL, &h, &entry);
-    printf("SKIPPED: %s\n", cb_last_error());
-    return 77;
-  }
+  check_require(CB_FEATURE_ENTRIES);
   /* any argument: an untracked entry (its frame is the callback's own) */
   if (cb_register_ex((cb_fn)the_callback, (void *)1, NULL, argc > 1 ? CB_REGISTER_UNTRACKED : 0, &h, &entry))
     return 1;
