@@ -3,7 +3,7 @@ package benchpurego
 import (
 	"testing"
 
-	cbslot "github.com/cbslot/cbslot/bindings/go"
+	"github.com/cbslot/cbslot/bindings/go/cbslot"
 	"github.com/ebitengine/purego"
 )
 

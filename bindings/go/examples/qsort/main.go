@@ -14,7 +14,7 @@ import (
 	"os"
 	"unsafe"
 
-	cbslot "github.com/cbslot/cbslot/bindings/go"
+	"github.com/cbslot/cbslot/bindings/go/cbslot"
 )
 
 func main() {

@@ -5,7 +5,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	cbslot "github.com/cbslot/cbslot/bindings/go"
+	"github.com/cbslot/cbslot/bindings/go/cbslot"
 	"github.com/cbslot/cbslot/bindings/go/internal/ctest"
 )
 
@@ -44,6 +44,16 @@ func BenchmarkCallbackCallFromC(b *testing.B) {
 	defer cb.Free()
 	for i := 0; i < b.N; i++ {
 		ctest.Call5(cb.Ptr(), uintptr(i), 0, 0, 0, 1)
+	}
+}
+
+// A typed callback (int64 in, int64 out): the shapes that went through reflection before.
+func BenchmarkCallbackTypedFromC(b *testing.B) {
+	cb, _ := cbslot.NewCallback(func(x int64) int64 { return x + 1 })
+	defer cb.Free()
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		ctest.Call5(cb.Ptr(), uintptr(i), 0, 0, 0, 0)
 	}
 }
 

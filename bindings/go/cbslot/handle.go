@@ -29,7 +29,7 @@ type handleValue struct {
 	destroy func(interface{})
 }
 
-var handleValues keys
+var handleValues table[handleValue]
 
 // NewHandle returns a handle for v, holding one reference.
 func NewHandle(v interface{}) Handle {
@@ -66,11 +66,11 @@ func (h Handle) Lookup() (interface{}, error) {
 	if err := call(func() C.cb_status { return C.cbslot_go_handle_get(C.cb_handle(h), &key) }); err != nil {
 		return nil, err
 	}
-	v, ok := handleValues.get(uintptr(key))
-	if !ok {
+	hv := handleValues.get(uintptr(key))
+	if hv == nil {
 		return nil, &Error{Status: ErrInvalid, Detail: "the handle's value was released"}
 	}
-	return v.(*handleValue).v, nil
+	return hv.v, nil
 }
 
 // Retain adds a reference; each one is given back with Delete.
@@ -86,8 +86,8 @@ func (h Handle) Delete() error {
 
 //export cbslotGoHandleDestroy
 func cbslotGoHandleDestroy(key C.uintptr_t) {
-	if v, ok := handleValues.take(uintptr(key)); ok {
-		if hv := v.(*handleValue); hv.destroy != nil {
+	if hv := handleValues.take(uintptr(key)); hv != nil {
+		if hv.destroy != nil {
 			hv.destroy(hv.v)
 		}
 	}

@@ -85,6 +85,7 @@ import "C"
 
 import (
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -150,7 +151,7 @@ func (s *Sink) Post(data []byte) error {
 		p = uintptr(unsafe.Pointer(&data[0]))
 	}
 	err := call(func() C.cb_status { return C.cbslot_go_post(s.h, C.uintptr_t(p), C.size_t(len(data))) })
-	runtimeKeepAlive(data)
+	runtime.KeepAlive(data)
 	return err
 }
 

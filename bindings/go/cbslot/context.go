@@ -73,10 +73,14 @@ func (l *Loop) RunOnce(timeout time.Duration) (int, error) {
 }
 
 // Stop makes Run return; callable from any goroutine and from callbacks.
-func (l *Loop) Stop() error { return call(func() C.cb_status { return C.cb_status(C.cb_loop_stop(l.p)) }) }
+func (l *Loop) Stop() error {
+	return call(func() C.cb_status { return C.cb_status(C.cb_loop_stop(l.p)) })
+}
 
 // Free frees the loop (not while it runs).
-func (l *Loop) Free() error { return call(func() C.cb_status { return C.cb_status(C.cb_loop_free(l.p)) }) }
+func (l *Loop) Free() error {
+	return call(func() C.cb_status { return C.cb_status(C.cb_loop_free(l.p)) })
+}
 
 // EventHandler is a VDE3 event loop written in Go. Each func becomes a bare C function pointer through
 // NewCallback. `timeout` is a C `const struct timeval *` (see TimevalDuration); `cb` and `arg` are the C
@@ -105,11 +109,11 @@ func FireEvent(cb uintptr, fd int32, events int16, arg uintptr) {
 
 // Context is a VDE3 context (vde_context). It keeps its own copy of the handler it was given.
 type Context struct {
-	ctx      *C.vde_context
-	mu       sync.Mutex
-	handler  []*Callback          // an EventHandler's four funcs, freed at Close
-	events   map[uintptr]*Callback // token -> the Go callback behind it
-	closed   bool
+	ctx     *C.vde_context
+	mu      sync.Mutex
+	handler []*Callback           // an EventHandler's four funcs, freed at Close
+	events  map[uintptr]*Callback // token -> the Go callback behind it
+	closed  bool
 }
 
 // Token names an event or timeout registered through a Context.

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // Status is a cbslot status code (cb_status).
@@ -43,7 +44,9 @@ type Error struct {
 	Detail string
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("cbslot: %s (%s)", e.Detail, C.GoString(C.cb_status_str(C.cb_status(e.Status)))) }
+func (e *Error) Error() string {
+	return fmt.Sprintf("cbslot: %s (%s)", e.Detail, C.GoString(C.cb_status_str(C.cb_status(e.Status))))
+}
 
 // Is lets errors.Is(err, cbslot.ErrClosed) style checks work on the status alone.
 func (e *Error) Is(target error) bool {
@@ -58,56 +61,94 @@ func StatusError(s Status) error { return &Error{Status: s} }
 // goroutine stays on its thread from the call until the error text is read.
 func call(f func() C.cb_status) error {
 	runtime.LockOSThread()
-	s := f()
-	var err error
-	if s != C.CB_OK {
-		err = &Error{Status: Status(s), Detail: C.GoString(C.cb_last_error())}
-	}
+	err := statusErr(f())
 	runtime.UnlockOSThread()
 	return err
 }
 
-// keys maps integer keys to Go values; C only ever sees the keys.
-type keys struct {
-	mu   sync.Mutex
-	next uintptr
-	m    map[uintptr]interface{}
-}
-
-func (k *keys) put(v interface{}) uintptr {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.m == nil {
-		k.m = make(map[uintptr]interface{})
+// statusErr turns a status into an error; the caller has locked its OS thread since the call.
+func statusErr(s C.cb_status) error {
+	if s == C.CB_OK {
+		return nil
 	}
-	k.next++
-	k.m[k.next] = v
-	return k.next
+	return &Error{Status: Status(s), Detail: C.GoString(C.cb_last_error())}
 }
 
-func (k *keys) get(key uintptr) (interface{}, bool) {
-	k.mu.Lock()
-	v, ok := k.m[key]
-	k.mu.Unlock()
-	return v, ok
+// table maps integer keys to Go values; C only ever sees the keys. Lookups take no lock (they run on
+// every call of a callback, from any thread); a key is reused once its value is taken.
+type table[T any] struct {
+	mu     sync.Mutex
+	chunks atomic.Pointer[[]*chunk[T]]
+	free   []uintptr
+	next   uintptr
+	live   int
 }
 
-func (k *keys) take(key uintptr) (interface{}, bool) {
-	k.mu.Lock()
-	v, ok := k.m[key]
-	delete(k.m, key)
-	k.mu.Unlock()
-	return v, ok
+const chunkBits = 12
+
+type chunk[T any] [1 << chunkBits]atomic.Pointer[T]
+
+func (t *table[T]) slot(key uintptr) *atomic.Pointer[T] {
+	cs := t.chunks.Load()
+	i := key - 1
+	if cs == nil || i>>chunkBits >= uintptr(len(*cs)) {
+		return nil
+	}
+	return &(*cs)[i>>chunkBits][i&(1<<chunkBits-1)]
 }
 
-func (k *keys) len() int {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return len(k.m)
+func (t *table[T]) put(v *T) uintptr {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var key uintptr
+	if n := len(t.free); n > 0 {
+		key, t.free = t.free[n-1], t.free[:n-1]
+	} else {
+		t.next++
+		key = t.next
+		if s := t.slot(key); s == nil { // grow by one chunk; readers keep using the old slice
+			var cs []*chunk[T]
+			if old := t.chunks.Load(); old != nil {
+				cs = append(cs, *old...)
+			}
+			cs = append(cs, new(chunk[T]))
+			t.chunks.Store(&cs)
+		}
+	}
+	t.slot(key).Store(v)
+	t.live++
+	return key
+}
+
+// get returns the value for key, or nil.
+func (t *table[T]) get(key uintptr) *T {
+	if s := t.slot(key); s != nil {
+		return s.Load()
+	}
+	return nil
+}
+
+// take removes and returns the value for key, or nil.
+func (t *table[T]) take(key uintptr) *T {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.slot(key)
+	if s == nil {
+		return nil
+	}
+	v := s.Swap(nil)
+	if v != nil {
+		t.free = append(t.free, key)
+		t.live--
+	}
+	return v
+}
+
+func (t *table[T]) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.live
 }
 
 // Version is the library's version string.
 func Version() string { return C.GoString(C.cb_version()) }
-
-// runtimeKeepAlive keeps a Go buffer alive until after the C call that reads it.
-func runtimeKeepAlive(v interface{}) { runtime.KeepAlive(v) }

@@ -9,7 +9,7 @@ import (
 	"time"
 	"unsafe"
 
-	cbslot "github.com/cbslot/cbslot/bindings/go"
+	"github.com/cbslot/cbslot/bindings/go/cbslot"
 	"github.com/cbslot/cbslot/bindings/go/internal/ctest"
 )
 
