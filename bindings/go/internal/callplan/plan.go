@@ -71,9 +71,10 @@ type Plan struct {
 	fn     canon
 	args   []move // to Go registers: dst indexes Go's int or float argument registers
 	res    []move // from Go result registers (src: int results, then goResInts + float results) to C words
-	Result Result
-	Ints   int // C integer argument registers the func reads (for choosing a dispatcher)
-	Floats int // C floating-point argument registers the func reads
+	Result     Result
+	ResultRegs int // C result registers the func fills: 0 (no result), 1 or 2 (a struct over 8 bytes)
+	Ints       int // C integer argument registers the func reads (for choosing a dispatcher)
+	Floats     int // C floating-point argument registers the func reads
 }
 
 // Words are a C call's registers as the dispatcher received them: integer argument registers, then the
@@ -347,6 +348,7 @@ func layout(t reflect.Type) (*Plan, error) {
 		}
 		cls, n = eightbytes(ls, out.Size())
 	}
+	p.ResultRegs = n
 	// the C result register of each eightbyte: integers fill rax then rdx, SSE xmm0 then xmm1
 	var dst [2]uint8
 	ni, nf := 0, 0
