@@ -68,9 +68,9 @@ type move struct {
 
 // Plan calls one func with the registers of a C call.
 type Plan struct {
-	fn     canon
-	args   []move // to Go registers: dst indexes Go's int or float argument registers
-	res    []move // from Go result registers (src: int results, then goResInts + float results) to C words
+	fn         canon
+	args       []move // to Go registers: dst indexes Go's int or float argument registers
+	res        []move // from Go result registers (src: int results, then goResInts + float results) to C words
 	Result     Result
 	ResultRegs int // C result registers the func fills: 0 (no result), 1 or 2 (a struct over 8 bytes)
 	Ints       int // C integer argument registers the func reads (for choosing a dispatcher)
