@@ -60,7 +60,7 @@ import (
 // Callback is a Go func registered as a bare C function pointer (see NewCallback).
 type Callback struct {
 	handle C.cb_handle
-	ptr    uintptr
+	ptr    C.uintptr_t
 }
 
 var funcs table[callplan.Plan]
@@ -90,22 +90,20 @@ func NewCallback(fn interface{}) (*Callback, error) {
 	}
 	key := funcs.put(plan)
 	cb := &Callback{}
-	var entry C.uintptr_t
 	runtime.LockOSThread()
-	s := C.cbslot_go_register(C.uintptr_t(key), C.int(plan.Result), &cb.handle, &entry)
+	s := C.cbslot_go_register(C.uintptr_t(key), C.int(plan.Result), &cb.handle, &cb.ptr)
 	err = statusErr(s)
 	runtime.UnlockOSThread()
 	if err != nil {
 		funcs.take(key)
 		return nil, err
 	}
-	cb.ptr = uintptr(entry)
 	return cb, nil
 }
 
 // Ptr is the bare C function pointer. Calling it after Free is a stale call: cbslot's stale handler runs
 // (by default it prints the pointer and aborts the process) and the call returns 0.
-func (c *Callback) Ptr() uintptr { return c.ptr }
+func (c *Callback) Ptr() uintptr { return uintptr(c.ptr) }
 
 // Free unregisters the callback. Calls already running finish; the Go func is released about 10 ms after
 // the last returns (cbslot's reclaim delay), with no further call needed. Freeing twice returns an *Error

@@ -1,0 +1,126 @@
+package cbslot_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/cbslot/cbslot/bindings/go/cbslot"
+	"github.com/cbslot/cbslot/bindings/go/internal/ctest"
+)
+
+// newCB registers fn and frees it when the test ends.
+func newCB(t *testing.T, fn interface{}) uintptr {
+	t.Helper()
+	cb, err := cbslot.NewCallback(fn)
+	must(t, err)
+	t.Cleanup(func() { cb.Free() })
+	return cb.Ptr()
+}
+
+// Structs by value in both directions, one case per System V classification (INTEGER, SSE, mixed,
+// packed fields, odd sizes), plus typed pointers and narrow integers.
+func TestStructShapes(t *testing.T) {
+	type (
+		sll  = ctest.SLL
+		sdd  = ctest.SDD
+		sif  = ctest.SIF
+		sff  = ctest.SFF
+		sld  = ctest.SLD
+		sdl  = ctest.SDL
+		smix = ctest.SMix
+		s3b  = ctest.S3B
+		s3f  = ctest.S3F
+	)
+	if got := ctest.CallSLL(newCB(t, func(s sll, n int32) sll { return sll{s.B + int64(n), s.A} })); got != (sll{1<<40 + 7, -1}) {
+		t.Errorf("s_ll: %+v", got)
+	}
+	if got := ctest.CallSDD(newCB(t, func(k float64, s sdd) sdd { return sdd{s.Y * k, s.X * k} })); got != (sdd{-1.5, 0.625}) {
+		t.Errorf("s_dd: %+v", got)
+	}
+	if got := ctest.CallSIF(newCB(t, func(a, b sif) sif { return sif{a.A * b.A, a.B * b.B} })); got != (sif{-63, -0.375}) {
+		t.Errorf("s_if: %+v", got)
+	}
+	if got := ctest.CallSFF(newCB(t, func(s sff, k float32) sff { return sff{s.B * k, s.A * k} })); got != (sff{10, 6}) {
+		t.Errorf("s_ff: %+v", got)
+	}
+	if got := ctest.CallSLD(newCB(t, func(s sld) sld { return sld{s.A * 2, s.B * 2} })); got != (sld{-84, 0.25}) {
+		t.Errorf("s_ld: %+v", got)
+	}
+	if got := ctest.CallSDL(newCB(t, func(s sdl) sdl { return sdl{s.A * 2, -s.B} })); got != (sdl{-1, -1234567890123}) {
+		t.Errorf("s_dl: %+v", got)
+	}
+	if got := ctest.CallSMix(newCB(t, func(n int32, s smix, k float64) smix {
+		return smix{s.A + uint8(n), s.B * int16(n), s.C * n, s.D * float32(k), s.E * float32(k)}
+	})); got != (smix{253, -900, -210000, 12, -20}) {
+		t.Errorf("s_mix: %+v", got)
+	}
+	if got := ctest.CallS3B(newCB(t, func(a, b s3b) s3b { return s3b{a.A * b.A, a.B * b.B, a.C * b.C} })); got != (s3b{-4, -10, -18}) {
+		t.Errorf("s_3b: %+v", got)
+	}
+	if got := ctest.CallS3F(newCB(t, func(s s3f) s3f { return s3f{s.C, s.B, s.A} })); got != (s3f{3, 2, 1}) {
+		t.Errorf("s_3f: %+v", got)
+	}
+	if got := ctest.CallPoint(newCB(t, func(p *ctest.Point, k int8, neg bool) int32 {
+		if neg {
+			k = -k
+		}
+		return p.X*int32(k) + p.Y
+	})); got != 2 {
+		t.Errorf("*point: %d", got)
+	}
+	if got := ctest.CallFive(newCB(t, func(a, b, c, d ctest.Point, e int64) int64 {
+		return int64(a.X+b.Y+c.X+d.Y) + e
+	})); got != 1+4+5+8+9 {
+		t.Errorf("five points: %d", got)
+	}
+}
+
+// Funcs C cannot call, or that Go would not pass in registers, are refused with the rule named.
+func TestRefusedShapes(t *testing.T) {
+	type big struct{ A, B, C int64 }
+	type arr struct{ V [2]int32 }
+	type empty struct{}
+	for _, c := range []struct {
+		fn   interface{}
+		rule string
+	}{
+		{42, "is not a func"},
+		{(func())(nil), "nil"},
+		{func(string) {}, "not a C type"},
+		{func(a, b, c, d, e, f int) {}, "more than 5 integer"},
+		{func(a, b, c, d, e, f, g, h, i float64) {}, "more than 8 floating-point"},
+		{func() (int, int) { return 0, 0 }, "at most one value"},
+		{func(...int) {}, "variadic"},
+		{func(big) {}, "over 16 bytes"},
+		{func() big { return big{} }, "over 16 bytes"},
+		{func(arr) {}, "arrays of more than one element"},
+		{func(empty) {}, "size 0"},
+		{func(a, b, c, d ctest.Point, s ctest.SLL) {}, "does not fit"},
+		{func(chan int) {}, "not a C type"},
+		{func(a, b, c, d, e ctest.Point) {}, "Go would pass"}, // 10 of Go's 9 integer registers
+	} {
+		_, err := cbslot.NewCallback(c.fn)
+		if !errors.Is(err, cbslot.StatusError(cbslot.ErrInvalidArg)) || !strings.Contains(err.Error(), c.rule) {
+			t.Errorf("%T: want ErrInvalidArg naming %q, got %v", c.fn, c.rule, err)
+		}
+	}
+}
+
+// A handle released by C code (its last reference) runs the Go destroy func through a C->Go call.
+func TestHandleReleasedByC(t *testing.T) {
+	got := make(chan interface{}, 1)
+	h, err := cbslot.NewHandleWithDestroy(42, func(v interface{}) { got <- v })
+	must(t, err)
+	must(t, h.Retain())
+	must(t, h.Delete())
+	if st := ctest.ReleaseHandle(uint64(h)); st != 0 {
+		t.Fatalf("cb_handle_release from C: %d", st)
+	}
+	if v := <-got; v != 42 {
+		t.Fatalf("destroy got %v", v)
+	}
+	if _, err := h.Lookup(); err == nil {
+		t.Fatal("the handle must be dead")
+	}
+}
