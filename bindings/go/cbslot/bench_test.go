@@ -81,6 +81,56 @@ func BenchmarkCThreadEventsViaForeignCallback(b *testing.B) {
 	}
 }
 
+// The batch API end to end: one C thread posts while Go takes batches with DrainBatch.
+func BenchmarkCThreadEventsViaDrainBatch(b *testing.B) {
+	q, _ := cbslot.NewQueue(65536)
+	s, _ := q.NewSink()
+	b.ReportAllocs()
+	b.ResetTimer()
+	go ctest.PostFromCThreads(s.Handle(), 0, 1, int64(b.N))
+	sum := 0
+	for got := 0; got < b.N; {
+		n, _ := q.DrainBatch(4096, func(evs []cbslot.Event) {
+			for _, e := range evs {
+				sum += int(e.Data[4])
+			}
+		})
+		got += n
+	}
+	b.StopTimer()
+	q.Close(false)
+}
+
+// What DrainBatch costs Go per event: the queue is filled by C threads with the clock stopped, then
+// drained (the other side of a foreign-thread callback's cost, which the C thread pays inside Go).
+func BenchmarkDrainBatchPerEvent(b *testing.B) {
+	const fill = 65536
+	q, _ := cbslot.NewQueue(fill)
+	s, _ := q.NewSink()
+	b.ReportAllocs()
+	sum := 0
+	for done := 0; done < b.N; {
+		n := b.N - done
+		if n > fill {
+			n = fill
+		}
+		b.StopTimer()
+		ctest.PostFromCThreads(s.Handle(), 0, 1, int64(n))
+		b.StartTimer()
+		for got := 0; got < n; {
+			k, _ := q.DrainBatch(4096, func(evs []cbslot.Event) {
+				for _, e := range evs {
+					sum += int(e.Data[4])
+				}
+			})
+			got += k
+		}
+		done += n
+	}
+	b.StopTimer()
+	q.Close(false)
+}
+
 // The queue without the per-event channel: the consumer drains batches itself (the floor of the queue path).
 func BenchmarkCThreadEventsViaQueueBatches(b *testing.B) {
 	q, _ := cbslot.NewQueue(65536)

@@ -97,9 +97,9 @@ import (
 type Queue struct {
 	q      *C.cb_queue
 	batch  *C.cbslot_go_batch
-	mu     sync.Mutex // one drain at a time into the batch
-	sinks  sync.Map   // sink id -> *Sink
-	nextID uint64
+	mu     sync.Mutex  // one drain at a time into the batch
+	sinks  table[Sink] // sink id -> *Sink
+	batchv []Event     // DrainBatch's reused batch
 	events chan Event
 	start  sync.Once
 	done   chan struct{}
@@ -115,8 +115,9 @@ type Event struct {
 
 // Sink is where producers post. Its Handle is what C code needs (cb_queue_post, or Entry's pointer).
 type Sink struct {
-	q *Queue
-	h C.cb_handle
+	q  *Queue
+	h  C.cb_handle
+	id uintptr
 }
 
 // NewQueue creates a queue holding up to capacity events (rounded up to a power of two).
@@ -133,11 +134,12 @@ func NewQueue(capacity int) (*Queue, error) {
 // NewSink registers a sink on the queue.
 func (q *Queue) NewSink() (*Sink, error) {
 	s := &Sink{q: q}
-	id := atomic.AddUint64(&q.nextID, 1)
+	id := q.sinks.put(s)
+	s.id = id
 	if err := call(func() C.cb_status { return C.cbslot_go_sink_new(q.q, q.batch, C.uint64_t(id), &s.h) }); err != nil {
+		q.sinks.take(id)
 		return nil, err
 	}
-	q.sinks.Store(id, s)
 	return s, nil
 }
 
@@ -171,7 +173,13 @@ func (s *Sink) Entry(intLen bool) (uintptr, error) {
 
 // Close unregisters the sink: its events not yet delivered are dropped.
 func (s *Sink) Close() error {
-	return call(func() C.cb_status { return C.cb_status(C.cb_queue_sink_unregister(s.h)) })
+	s.q.mu.Lock() // no drain in progress: none of its events is between C and Go
+	defer s.q.mu.Unlock()
+	err := call(func() C.cb_status { return C.cb_status(C.cb_queue_sink_unregister(s.h)) })
+	if err == nil {
+		s.q.sinks.take(s.id)
+	}
+	return err
 }
 
 // drain delivers up to max events into Go values.
@@ -181,31 +189,60 @@ func (q *Queue) drain(max int) ([]Event, error) {
 	if err := call(func() C.cb_status { return C.cbslot_go_drain(q.q, q.batch, C.size_t(max)) }); err != nil {
 		return nil, err
 	}
-	return q.collect(), nil
+	return q.collect(false), nil
 }
 
-// collect turns the C batch into Events (q.mu held).
-func (q *Queue) collect() []Event {
+// collect turns the C batch into Events (q.mu held): into a new slice over a Go copy of the data, or,
+// when reuse, into q.batchv over the C buffer itself (valid until the next drain).
+func (q *Queue) collect(reuse bool) []Event {
 	n := int(q.batch.n)
 	if n == 0 {
 		return nil
 	}
 	evs := unsafe.Slice(q.batch.ev, n)
-	all := C.GoBytes(unsafe.Pointer(q.batch.buf), C.int(q.batch.used))
-	out := make([]Event, n)
+	var all []byte
+	var out []Event
+	if reuse {
+		all = unsafe.Slice((*byte)(unsafe.Pointer(q.batch.buf)), int(q.batch.used))
+		if cap(q.batchv) < n {
+			q.batchv = make([]Event, n)
+		}
+		out = q.batchv[:n]
+	} else {
+		all = C.GoBytes(unsafe.Pointer(q.batch.buf), C.int(q.batch.used))
+		out = make([]Event, n)
+	}
 	var sink *Sink
 	lastID := ^C.uint64_t(0)
 	for i, e := range evs {
 		if e.sink != lastID { // events of one sink tend to come in runs
-			sink, lastID = nil, e.sink
-			if v, ok := q.sinks.Load(uint64(e.sink)); ok {
-				sink = v.(*Sink)
-			}
+			sink, lastID = q.sinks.get(uintptr(e.sink)), e.sink
 		}
 		out[i] = Event{Sink: sink, Data: all[e.off : e.off+e.len : e.off+e.len]}
 	}
 	q.batch.n, q.batch.used = 0, 0
 	return out
+}
+
+// DrainBatch delivers up to max pending events to fn in one batch, without waiting, and returns how
+// many it delivered. Nothing is allocated: the batch and every Event's Data point into a buffer that the
+// next drain reuses, so they are valid only until fn returns (copy what you keep). fn must not drain
+// this queue itself. This is the cheapest way to take events from C threads into Go: one cgo call and
+// one Go call per batch instead of a C->Go callback per event.
+func (q *Queue) DrainBatch(max int, fn func([]Event)) (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	runtime.LockOSThread()
+	err := statusErr(C.cbslot_go_drain(q.q, q.batch, C.size_t(max)))
+	runtime.UnlockOSThread()
+	if err != nil {
+		return 0, err
+	}
+	evs := q.collect(true)
+	if len(evs) > 0 {
+		fn(evs)
+	}
+	return len(evs), nil
 }
 
 // Drain delivers up to max pending events now, without waiting (for callers that poll instead of Events).
@@ -261,7 +298,7 @@ func (q *Queue) Close(deliverPending bool) error {
 	}
 	q.mu.Lock()
 	err := call(func() C.cb_status { return C.cb_status(C.cb_queue_close(q.q, d)) })
-	pending := q.collect()
+	pending := q.collect(false)
 	q.mu.Unlock()
 	if q.events != nil {
 		for _, e := range pending {

@@ -21,44 +21,58 @@ func newCB(t *testing.T, fn interface{}) uintptr {
 // Structs by value in both directions, one case per System V classification (INTEGER, SSE, mixed,
 // packed fields, odd sizes), plus typed pointers and narrow integers.
 func TestStructShapes(t *testing.T) {
-	type (
-		sll  = ctest.SLL
-		sdd  = ctest.SDD
-		sif  = ctest.SIF
-		sff  = ctest.SFF
-		sld  = ctest.SLD
-		sdl  = ctest.SDL
-		smix = ctest.SMix
-		s3b  = ctest.S3B
-		s3f  = ctest.S3F
+	type ( // the same layouts as ctest's (and their C twins), local so that literals can be unkeyed
+		sll struct{ A, B int64 }
+		sdd struct{ X, Y float64 }
+		sif struct {
+			A int32
+			B float32
+		}
+		sff struct{ A, B float32 }
+		sld struct {
+			A int64
+			B float64
+		}
+		sdl struct {
+			A float64
+			B int64
+		}
+		smix struct {
+			A    uint8
+			B    int16
+			C    int32
+			D, E float32
+		}
+		s3b struct{ A, B, C int8 }
+		s3f struct{ A, B, C float32 }
 	)
-	if got := ctest.CallSLL(newCB(t, func(s sll, n int32) sll { return sll{s.B + int64(n), s.A} })); got != (sll{1<<40 + 7, -1}) {
+	if got := sll(ctest.CallSLL(newCB(t, func(s sll, n int32) sll { return sll{s.B + int64(n), s.A} }))); got != (sll{1<<40 + 7, -1}) {
 		t.Errorf("s_ll: %+v", got)
 	}
-	if got := ctest.CallSDD(newCB(t, func(k float64, s sdd) sdd { return sdd{s.Y * k, s.X * k} })); got != (sdd{-1.5, 0.625}) {
+	if got := sdd(ctest.CallSDD(newCB(t, func(k float64, s sdd) sdd { return sdd{s.Y * k, s.X * k} }))); got != (sdd{-1.5, 0.625}) {
 		t.Errorf("s_dd: %+v", got)
 	}
-	if got := ctest.CallSIF(newCB(t, func(a, b sif) sif { return sif{a.A * b.A, a.B * b.B} })); got != (sif{-63, -0.375}) {
+	if got := sif(ctest.CallSIF(newCB(t, func(a, b sif) sif { return sif{a.A * b.A, a.B * b.B} }))); got != (sif{-63, -0.375}) {
 		t.Errorf("s_if: %+v", got)
 	}
-	if got := ctest.CallSFF(newCB(t, func(s sff, k float32) sff { return sff{s.B * k, s.A * k} })); got != (sff{10, 6}) {
+	if got := sff(ctest.CallSFF(newCB(t, func(s sff, k float32) sff { return sff{s.B * k, s.A * k} }))); got != (sff{10, 6}) {
 		t.Errorf("s_ff: %+v", got)
 	}
-	if got := ctest.CallSLD(newCB(t, func(s sld) sld { return sld{s.A * 2, s.B * 2} })); got != (sld{-84, 0.25}) {
+	if got := sld(ctest.CallSLD(newCB(t, func(s sld) sld { return sld{s.A * 2, s.B * 2} }))); got != (sld{-84, 0.25}) {
 		t.Errorf("s_ld: %+v", got)
 	}
-	if got := ctest.CallSDL(newCB(t, func(s sdl) sdl { return sdl{s.A * 2, -s.B} })); got != (sdl{-1, -1234567890123}) {
+	if got := sdl(ctest.CallSDL(newCB(t, func(s sdl) sdl { return sdl{s.A * 2, -s.B} }))); got != (sdl{-1, -1234567890123}) {
 		t.Errorf("s_dl: %+v", got)
 	}
-	if got := ctest.CallSMix(newCB(t, func(n int32, s smix, k float64) smix {
+	if got := smix(ctest.CallSMix(newCB(t, func(n int32, s smix, k float64) smix {
 		return smix{s.A + uint8(n), s.B * int16(n), s.C * n, s.D * float32(k), s.E * float32(k)}
-	})); got != (smix{253, -900, -210000, 12, -20}) {
+	}))); got != (smix{253, -900, -210000, 12, -20}) {
 		t.Errorf("s_mix: %+v", got)
 	}
-	if got := ctest.CallS3B(newCB(t, func(a, b s3b) s3b { return s3b{a.A * b.A, a.B * b.B, a.C * b.C} })); got != (s3b{-4, -10, -18}) {
+	if got := s3b(ctest.CallS3B(newCB(t, func(a, b s3b) s3b { return s3b{a.A * b.A, a.B * b.B, a.C * b.C} }))); got != (s3b{-4, -10, -18}) {
 		t.Errorf("s_3b: %+v", got)
 	}
-	if got := ctest.CallS3F(newCB(t, func(s s3f) s3f { return s3f{s.C, s.B, s.A} })); got != (s3f{3, 2, 1}) {
+	if got := s3f(ctest.CallS3F(newCB(t, func(s s3f) s3f { return s3f{s.C, s.B, s.A} }))); got != (s3f{3, 2, 1}) {
 		t.Errorf("s_3f: %+v", got)
 	}
 	if got := ctest.CallPoint(newCB(t, func(p *ctest.Point, k int8, neg bool) int32 {
