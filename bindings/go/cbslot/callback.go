@@ -38,6 +38,10 @@ CBSLOT_GO_DISPATCH(cbslot_go_fi, cbslot_fi, 2, 0)
 
 static void cbslot_go_release(void *ud) { cbslotGoRelease((uintptr_t)ud); }
 
+extern void cbslotGoStale(uintptr_t entry);
+static void cbslot_go_stale(cb_fn entry, void *arg) { (void)arg; cbslotGoStale((uintptr_t)entry); }
+static void cbslot_go_set_stale(void) { cb_set_stale_handler(cbslot_go_stale, NULL); }
+
 static cb_status cbslot_go_register(uintptr_t key, int result, cb_handle *h, uintptr_t *entry) {
   static const cb_fn dispatch[] = {(cb_fn)cbslot_go_ii, (cb_fn)cbslot_go_ff, (cb_fn)cbslot_go_if,
                                    (cb_fn)cbslot_go_fi};
@@ -52,6 +56,7 @@ import "C"
 import (
 	"errors"
 	"runtime"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/cbslot/cbslot/bindings/go/internal/callplan"
@@ -61,6 +66,7 @@ import (
 type Callback struct {
 	handle C.cb_handle
 	ptr    C.uintptr_t
+	auto   autoFree // set by AutoFree
 }
 
 var funcs table[callplan.Plan]
@@ -109,10 +115,45 @@ func (c *Callback) Ptr() uintptr { return uintptr(c.ptr) }
 // the last returns (cbslot's reclaim delay), with no further call needed. Freeing twice returns an *Error
 // with status ErrInvalid and changes nothing.
 func (c *Callback) Free() error {
+	c.auto.stop(c)
 	runtime.LockOSThread()
 	err := statusErr(C.cb_status(C.cb_unregister(c.handle)))
 	runtime.UnlockOSThread()
 	return err
+}
+
+// AutoFree makes the garbage collector free the callback: once c is unreachable, a cleanup
+// (runtime.AddCleanup on Go 1.24 and later, a finalizer before) unregisters it, as Free would. Free may
+// still be called first; the cleanup is then cancelled.
+//
+// What C must still guarantee: it stops calling Ptr() before the Go program drops c. Go cannot see C's
+// copies of the pointer, so nothing keeps c reachable while C holds one. A call that comes too late is a
+// stale call, caught by cbslot while the entry's slot is quarantined (until CB_QUARANTINE_SLOTS = 4096
+// later frees): the stale handler runs (see SetStaleHandler; by default it aborts) and the call returns
+// 0. After the quarantine the entry may belong to a newer callback. Keep c reachable (a global, a field,
+// runtime.KeepAlive) for as long as C may call it.
+func (c *Callback) AutoFree() { c.auto.start(c) }
+
+// SetStaleHandler installs fn to be called, on the calling thread, for every stale call (a call through
+// a freed callback's entry while its slot is quarantined) with the entry that was called; the stale call
+// then returns 0 to its C caller. nil restores cbslot's default: print the entry and abort the process.
+func SetStaleHandler(fn func(entry uintptr)) {
+	if fn == nil {
+		C.cb_set_stale_handler(nil, nil)
+		staleHandler.Store((*func(uintptr))(nil))
+		return
+	}
+	staleHandler.Store(&fn)
+	C.cbslot_go_set_stale()
+}
+
+var staleHandler atomic.Value // *func(uintptr)
+
+//export cbslotGoStale
+func cbslotGoStale(entry C.uintptr_t) {
+	if fn, _ := staleHandler.Load().(*func(uintptr)); fn != nil && *fn != nil {
+		(*fn)(uintptr(entry))
+	}
 }
 
 // LiveCallbacks is the number of Go funcs this package holds for callbacks (registered and not yet
@@ -121,6 +162,9 @@ func LiveCallbacks() int { return funcs.len() }
 
 // Barrier waits until every destroy notification due for earlier unregisters has run (see cb_barrier).
 func Barrier() error { return call(func() C.cb_status { return C.cb_status(C.cb_barrier()) }) }
+
+// unregister is what a cleanup does for a callback that became unreachable.
+func unregister(h C.cb_handle) { C.cb_unregister(h) }
 
 //export cbslotGoCall
 func cbslotGoCall(key C.uintptr_t, words, ret *C.uint64_t) {

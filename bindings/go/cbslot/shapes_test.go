@@ -2,8 +2,11 @@ package cbslot_test
 
 import (
 	"errors"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/cbslot/cbslot/bindings/go/cbslot"
 	"github.com/cbslot/cbslot/bindings/go/internal/ctest"
@@ -136,5 +139,41 @@ func TestHandleReleasedByC(t *testing.T) {
 	}
 	if _, err := h.Lookup(); err == nil {
 		t.Fatal("the handle must be dead")
+	}
+}
+
+// AutoFree: an unreachable callback is unregistered by the garbage collector, its Go func released by
+// the destroy notification, and a late call from C is a caught stale call that returns 0.
+func TestAutoFree(t *testing.T) {
+	must(t, cbslot.Barrier())
+	base := cbslot.LiveCallbacks()
+	var stale []uintptr
+	var mu sync.Mutex
+	cbslot.SetStaleHandler(func(entry uintptr) { mu.Lock(); stale = append(stale, entry); mu.Unlock() })
+	defer cbslot.SetStaleHandler(nil)
+	ptr := func() uintptr { // the *Callback does not outlive this func
+		cb, err := cbslot.NewCallback(func(x uintptr) uintptr { return x + 1 })
+		must(t, err)
+		cb.AutoFree()
+		if got := ctest.Call5(cb.Ptr(), 41, 0, 0, 0, 0); got != 42 {
+			t.Fatalf("call: %d", got)
+		}
+		return cb.Ptr()
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for cbslot.LiveCallbacks() != base {
+		if time.Now().After(deadline) {
+			t.Fatal("the collected callback was never released")
+		}
+		runtime.GC()
+		must(t, cbslot.Barrier())
+	}
+	if got := ctest.Call5(ptr, 41, 0, 0, 0, 0); got != 0 {
+		t.Fatalf("late call returned %d", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(stale) != 1 || stale[0] != ptr {
+		t.Fatalf("stale handler saw %x, want [%x]", stale, ptr)
 	}
 }

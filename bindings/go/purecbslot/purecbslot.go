@@ -194,7 +194,10 @@ func (l *library) check(rax uintptr) error {
 }
 
 // call runs a cbslot function returning cb_status with its OS thread locked, and checks the status.
-// Pointer arguments must point into heap objects the caller keeps alive past the call.
+// uintptrescapes (as on purego.SyscallN) moves what uintptr(unsafe.Pointer(p)) arguments point at to the
+// heap and keeps it alive and reloaded across the call.
+//
+//go:uintptrescapes
 func (l *library) call(fn uintptr, args ...uintptr) error {
 	runtime.LockOSThread()
 	r, _, _ := purego.SyscallN(fn, args...)
