@@ -50,6 +50,10 @@ static int64_t call_five(uintptr_t f) {
                                                               (point){7, 8}, 9);
 }
 
+static void sort_ints(int32_t *v, size_t n, uintptr_t cmp) {
+  qsort(v, n, sizeof *v, (int (*)(const void *, const void *))cmp);
+}
+
 typedef struct job {
   uintptr_t fn;
   long calls;
@@ -127,6 +131,19 @@ import (
 	"sync/atomic"
 	"unsafe"
 )
+
+// Qsort sorts v with C's qsort and the comparator cmp (`int cmp(const void *, const void *)`).
+func Qsort(v []int32, cmp uintptr) {
+	if len(v) == 0 {
+		return
+	}
+	c := (*int32)(C.malloc(C.size_t(4 * len(v))))
+	defer C.free(unsafe.Pointer(c))
+	cv := unsafe.Slice(c, len(v))
+	copy(cv, v)
+	C.sort_ints((*C.int32_t)(unsafe.Pointer(c)), C.size_t(len(v)), C.uintptr_t(cmp))
+	copy(v, cv)
+}
 
 // Call5 calls a C function pointer `uintptr_t f(uintptr_t x5)`.
 func Call5(f, a, b, c, d, e uintptr) uintptr {
