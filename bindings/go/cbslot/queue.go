@@ -100,6 +100,7 @@ type Queue struct {
 	mu     sync.Mutex  // one drain at a time into the batch
 	sinks  table[Sink] // sink id -> *Sink
 	batchv []Event     // DrainBatch's reused batch
+	final  *[]Event    // set by Close for the pump: the last events, then the channel closes
 	events chan Event
 	start  sync.Once
 	done   chan struct{}
@@ -186,6 +187,10 @@ func (s *Sink) Close() error {
 func (q *Queue) drain(max int) ([]Event, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	return q.drainLocked(max)
+}
+
+func (q *Queue) drainLocked(max int) ([]Event, error) {
 	if err := call(func() C.cb_status { return C.cbslot_go_drain(q.q, q.batch, C.size_t(max)) }); err != nil {
 		return nil, err
 	}
@@ -270,16 +275,21 @@ func (q *Queue) pump() {
 	}
 	for {
 		var evs []Event
-		var closed bool
+		var final bool
 		rerr := rc.Read(func(uintptr) bool {
-			evs, _ = q.drain(256)
-			closed = atomic.LoadInt32(&q.closed) != 0
-			return len(evs) > 0 || closed
+			q.mu.Lock()
+			if q.final != nil { // Close has run: what it collected is the last of it
+				evs, final = *q.final, true
+			} else {
+				evs, _ = q.drainLocked(256)
+			}
+			q.mu.Unlock()
+			return len(evs) > 0 || final
 		})
 		for _, e := range evs {
 			q.events <- e
 		}
-		if rerr != nil || (closed && len(evs) == 0) {
+		if rerr != nil || final {
 			return
 		}
 	}
@@ -299,11 +309,11 @@ func (q *Queue) Close(deliverPending bool) error {
 	q.mu.Lock()
 	err := call(func() C.cb_status { return C.cb_status(C.cb_queue_close(q.q, d)) })
 	pending := q.collect(false)
+	if q.events != nil {
+		q.final = &pending // the pump sends them, then closes the channel (the closed queue's fd wakes it)
+	}
 	q.mu.Unlock()
 	if q.events != nil {
-		for _, e := range pending {
-			q.events <- e
-		}
 		<-q.done
 		q.file.Close()
 	}

@@ -41,6 +41,23 @@ func BenchmarkCallFromCPlainPurego(b *testing.B) {
 	callFromC(b, plain.ptr)
 }
 
+var plain2 struct {
+	once sync.Once
+	ptr  uintptr
+}
+
+// A plain purego callback of our dispatcher's shape (key, x), called with the key as C's userdata
+// would be: what purego itself costs per call of a one-argument callback through cbslot.
+func BenchmarkCallFromCPlainPuregoKeyArg(b *testing.B) {
+	plain2.once.Do(func() { plain2.ptr = purego.NewCallback(func(key, x uintptr) uintptr { return x + key }) })
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if r, _, _ := purego.SyscallN(plain2.ptr, 1, uintptr(i)); r != uintptr(i)+1 {
+			b.Fatalf("got %d for %d", r, i)
+		}
+	}
+}
+
 func BenchmarkNewCallbackFree(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {

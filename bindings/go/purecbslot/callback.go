@@ -98,9 +98,9 @@ func releaseFunc(key uintptr) { funcs.remove(key) }
 // pointers (*T), float32, float64, and structs of those of up to 16 bytes that the C calling convention
 // passes in registers (amd64), at most 5 integer-class and 8 floating-point registers in all (a struct
 // takes one per 8 bytes). It returns nothing or one value that C reads from the integer register: an
-// integer, bool, pointer, or an integer-class struct of up to 8 bytes. Float results and struct results
-// over 8 bytes cannot travel through a purego callback: they are refused, like any other shape that
-// does not fit, with an *Error (status ErrInvalidArg) naming the rule.
+// integer, bool, pointer, or an integer-class struct of up to 8 bytes: this package's dispatchers return
+// one integer register. Float results and struct results over 8 bytes are refused, like any other shape
+// that does not fit, with an *Error (status ErrInvalidArg) naming the rule.
 //
 // The pointer may be called from any thread, C-created ones included. fn is held only through an
 // integer key in this package's table; cbslot's destroy notification, after Free and the last call in

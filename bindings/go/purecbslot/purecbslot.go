@@ -10,9 +10,10 @@
 // callbacks made here. cbslot calls a dispatcher with an integer key as userdata; the key finds the Go
 // func in this package's table, and the destroy notification removes it.
 //
-// purego callbacks return a single integer register, so float and double results and struct results over
-// 8 bytes are refused (use the cgo package for those). Arguments are as in the cgo package: integers,
-// pointers, floats and structs of up to 16 bytes, at most 5 integer-class and 8 floating-point registers.
+// The dispatchers return one integer register (purego callbacks cannot return a float), so float and
+// double results and struct results over 8 bytes are refused: use the cgo package for those. Arguments
+// are as in the cgo package: integers, pointers, floats and structs of up to 16 bytes, at most 5
+// integer-class and 8 floating-point registers.
 //
 // The library is loaded by Open, or on first use from $CBSLOT_LIBRARY if set, else by its soname
 // (libcbslot.so.0; libcbslot.0.dylib on macOS) through the dynamic loader's search (LD_LIBRARY_PATH,
