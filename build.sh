@@ -91,11 +91,7 @@ case "${1:-}" in
     "$BUILD_DIR/bench_queue" "${2:-1}"
     if command -v go >/dev/null 2>&1; then
       echo
-      PKG_CONFIG_PATH="$(cd "$BUILD_DIR" && pwd)/pkgconfig"   # CBSLOT_BUILD_DIR may be absolute
-      export PKG_CONFIG_PATH
-      (cd bindings/go && go test -run '^$' -bench . -benchtime 1s)
-      # purego's callbacks cannot be freed and stop at 2000: measured on 1000 of them
-      (cd bindings/go/benchpurego && go test -run '^$' -bench . -benchtime 1000x)
+      scripts/go_bench.sh "$BUILD_DIR" 5
     fi
     ;;
   report)

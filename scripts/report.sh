@@ -16,8 +16,7 @@ out=bench/results.md
   echo; echo "## Queue"; echo; "$build/bench_queue" 0.4
   if command -v go >/dev/null 2>&1; then
     echo; echo "## Go ($(go env GOVERSION))"; echo; echo '```'
-    (cd bindings/go && PKG_CONFIG_PATH="$build/pkgconfig" go test -run '^$' -bench . -benchtime 1s | grep Benchmark)
-    (cd bindings/go/benchpurego && PKG_CONFIG_PATH="$build/pkgconfig" go test -run '^$' -bench . -benchtime 1000x | grep Benchmark)
+    scripts/go_bench.sh "$build" 5
     echo '```'
   fi
 } | tee "$out"
@@ -25,7 +24,7 @@ out=bench/results.md
 # name value lines for the chart: the numbers come from the tables above
 # (metric ROW-START [FIELD]: field FIELD, split at '|', of the first line containing ROW-START; 2 is the label)
 metric() { grep -m1 -F "$1" "$out" | awk -F'|' -v col="${2:-3}" '{gsub(/[^0-9.]/, "", $col); print $col}'; }
-gobench() { grep -m1 "^$1-" "$out" | awk '{for (i = 1; i <= NF; i++) if ($(i+1) == "ns/op" || $(i+1) == "ns/callback") {print $i; exit}}'; }
+gobench() { grep -m1 "^$1 " "$out" | awk '{print $2}'; }   # the median column of scripts/go_bench.sh
 {
   # bench_callbacks' call table: | label | min | median | max | ...: the chart shows the medians (field 4)
   calls="Call through a pointer: int f(int x) running fn(userdata, x), median of 7 runs"
@@ -38,7 +37,8 @@ gobench() { grep -m1 "^$1-" "$out" | awk '{for (i = 1; i <= NF; i++) if ($(i+1) 
   echo "group|Handle new + delete|label|cbslot (C API)|$(metric '| new+release | 1000 |' 4)"
   echo "group|Handle new + delete|label|cbslot (from Go)|$(gobench BenchmarkHandleNewDelete)"
   echo "group|One C thread's events into Go, per event|label|direct foreign-thread callback|$(gobench BenchmarkCThreadEventsViaForeignCallback)"
-  echo "group|One C thread's events into Go, per event|label|cbslot queue, batched|$(gobench BenchmarkCThreadEventsViaQueueBatches)"
+  echo "group|One C thread's events into Go, per event|label|cbslot queue, DrainBatch (Go side)|$(gobench BenchmarkDrainBatchPerEvent)"
+  echo "group|One C thread's events into Go, per event|label|cbslot queue, DrainBatch (end to end)|$(gobench BenchmarkCThreadEventsViaDrainBatch)"
   echo "group|One C thread's events into Go, per event|label|cbslot queue, channel|$(gobench BenchmarkCThreadEventsViaQueue)"
 } | awk -F'|' '$5 != "" && $5 + 0 > 0' > bench/chart.data
 

@@ -1,7 +1,7 @@
 #!/bin/sh
-# Runs the Go binding's tests (bindings/go) under CTest, as the issue asks: GOGC=1 and cgo's strict pointer
-# checks (GODEBUG=cgocheck=2 before Go 1.21; GOEXPERIMENT=cgocheck2 since, when the GODEBUG form was
-# removed). Skipped (exit 77) when Go is not installed.
+# Runs the Go binding's tests (bindings/go): under GOGC=1 and cgo's strict pointer checks
+# (GODEBUG=cgocheck=2 before Go 1.21; GOEXPERIMENT=cgocheck2 since, when the GODEBUG form was removed),
+# then again under the race detector, then the qsort example. Skipped (exit 77) when Go is not installed.
 set -eu
 build=$1
 src=$2
@@ -10,10 +10,10 @@ if ! command -v go >/dev/null 2>&1; then
   echo "SKIPPED: Go is not installed (the Go binding needs Go 1.19+: sudo apt-get install -y golang-go)"
   exit 77
 fi
-minor=$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
-if [ "${minor:-0}" -ge 21 ]; then export GOEXPERIMENT=cgocheck2; else export GODEBUG=cgocheck=2; fi
-export PKG_CONFIG_PATH="$build/pkgconfig" GOGC=1 CGO_ENABLED=1 GOFLAGS=-count=1
+export PKG_CONFIG_PATH="$build/pkgconfig" CGO_ENABLED=1 GOFLAGS=-count=1
 cd "$src/bindings/go"
-go vet ./...
-go test -v ./...
-go run ./examples/qsort   # the README's example
+minor=$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+if [ "${minor:-0}" -ge 21 ]; then strict=GOEXPERIMENT=cgocheck2; else strict=GODEBUG=cgocheck=2; fi
+env GOGC=1 "$strict" go test -v ./...
+go test -race -short ./...
+go run ./examples/qsort
