@@ -12,7 +12,7 @@
 //
 // The dispatchers return one integer register (purego callbacks cannot return a float), so float and
 // double results and struct results over 8 bytes are refused: use the cgo package for those. Arguments
-// are as in the cgo package: integers, pointers, floats and structs of up to 16 bytes, at most 5
+// are as in the cgo package: integers, pointers, floats and (amd64) structs of up to 16 bytes, at most 5
 // integer-class and 8 floating-point registers.
 //
 // The library is loaded by Open, or on first use from $CBSLOT_LIBRARY if set, else by its soname

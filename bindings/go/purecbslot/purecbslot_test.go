@@ -31,6 +31,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "Open of a missing library: got %v, want ErrUnsupported naming CBSLOT_LIBRARY\n", err)
 		os.Exit(1)
 	}
+	// the default library, as the tests use it (say why it cannot load, not just that tests fail)
+	if err := purecbslot.Barrier(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	h, err := purego.Dlopen("libc.so.6", purego.RTLD_NOW|purego.RTLD_GLOBAL)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "libc:", err)
