@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs the Go binding's tests (bindings/go): under GOGC=1 and cgo's strict pointer checks
 # (GODEBUG=cgocheck=2 before Go 1.21; GOEXPERIMENT=cgocheck2 since, when the GODEBUG form was removed),
-# then again under the race detector, then the qsort example. Skipped (exit 77) when Go is not installed.
+# then again under the race detector. (The README's programs are built and run by go_readme.sh.) Skipped (exit 77) when Go is not installed.
 set -eu
 build=$1
 src=$2
@@ -16,4 +16,3 @@ minor=$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
 if [ "${minor:-0}" -ge 21 ]; then strict=GOEXPERIMENT=cgocheck2; else strict=GODEBUG=cgocheck=2; fi
 env GOGC=1 "$strict" go test -v ./...
 go test -race -short ./...
-go run ./examples/qsort

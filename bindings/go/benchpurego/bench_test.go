@@ -3,7 +3,6 @@ package benchpurego
 import (
 	"testing"
 
-	"github.com/cbslot/cbslot/bindings/go/cbslot"
 	"github.com/ebitengine/purego"
 )
 
@@ -21,16 +20,5 @@ func BenchmarkPuregoNewCallback(b *testing.B) {
 	b.StopTimer()
 	if n < b.N { // report per created callback, not per b.N
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/callback")
-	}
-}
-
-func BenchmarkCbslotNewCallbackFree(b *testing.B) {
-	f := func(x uintptr) uintptr { return x }
-	for i := 0; i < b.N; i++ {
-		cb, err := cbslot.NewCallback(f)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cb.Free()
 	}
 }

@@ -1,12 +1,7 @@
 module github.com/cbslot/cbslot/bindings/go/benchpurego
 
-// A separate module so the binding itself depends on nothing: this one measures purego's NewCallback
-// beside cbslot's in the same run.
+// purego's own NewCallback, measured beside cbslot's (scripts/go_bench.sh). A process can create only
+// 2000 purego callbacks, so this runs alone, once.
 go 1.25.0
 
-replace github.com/cbslot/cbslot/bindings/go => ../
-
-require (
-	github.com/cbslot/cbslot/bindings/go v0.0.0-00010101000000-000000000000
-	github.com/ebitengine/purego v0.11.3
-)
+require github.com/ebitengine/purego v0.11.3
