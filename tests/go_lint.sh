@@ -18,11 +18,14 @@ if [ -n "$unformatted" ]; then
   echo "$unformatted"
   exit 1
 fi
+modules=$(cd "$src/bindings/go" && find . -name go.mod -exec dirname {} \; | sort)
+for mod in $modules; do
+  (cd "$src/bindings/go/$mod" && echo "== go vet $mod" && go vet ./...)
+done
 if [ ! -x "$GOBIN/staticcheck" ] && ! go install "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version"; then
   echo "SKIPPED: staticcheck could not be installed (go install honnef.co/go/tools/cmd/staticcheck@$staticcheck_version)"
   exit 77
 fi
-for mod in $(cd "$src/bindings/go" && find . -name go.mod -exec dirname {} \; | sort); do
-  echo "== $mod"
-  (cd "$src/bindings/go/$mod" && go vet ./... && "$GOBIN/staticcheck" ./...)
+for mod in $modules; do
+  (cd "$src/bindings/go/$mod" && echo "== staticcheck $mod" && "$GOBIN/staticcheck" ./...)
 done

@@ -13,7 +13,7 @@ typedef struct { cb_status s; uint64_t v; } cbslot_go_result;
 // C->Go callback costs more than the rest of Delete); a release by C code calls Go.
 static _Thread_local uintptr_t *cbslot_go_released;
 static void cbslot_go_handle_destroy(void *p) {
-  if (cbslot_go_released) {
+  if (cbslot_go_released && !*cbslot_go_released) { // one per Delete; a destroy that ends more calls Go
     *cbslot_go_released = (uintptr_t)p;
     return;
   }
@@ -39,7 +39,10 @@ static cbslot_go_result cbslot_go_handle_get(cb_handle h) {
 */
 import "C"
 
-import "runtime"
+import (
+	"runtime"
+	"sync/atomic"
+)
 
 // Handle is cbslot's answer to cgo.Handle: a 64-bit value that C code can hold instead of a Go pointer,
 // backed by cbslot's generational handle registry. Unlike cgo.Handle it is refcounted (Retain/Delete),
@@ -50,6 +53,7 @@ type Handle uint64
 type handleValue struct {
 	v       interface{}
 	destroy func(interface{})
+	h       uint64 // the handle: a key freed and reused under a concurrent Lookup names another value
 }
 
 var handleValues table[handleValue]
@@ -74,6 +78,7 @@ func NewHandleWithDestroy(v interface{}, destroy func(interface{})) (Handle, err
 		handleValues.take(key)
 		return 0, err
 	}
+	atomic.StoreUint64(&handleValues.get(key).h, uint64(r.v))
 	return Handle(r.v), nil
 }
 
@@ -96,7 +101,7 @@ func (h Handle) Lookup() (interface{}, error) {
 		return nil, err
 	}
 	hv := handleValues.get(uintptr(r.v))
-	if hv == nil {
+	if hv == nil || atomic.LoadUint64(&hv.h) != uint64(h) {
 		return nil, &Error{Status: ErrInvalid, Detail: "the handle's value was released"}
 	}
 	return hv.v, nil

@@ -104,6 +104,7 @@ type Queue struct {
 	events chan Event
 	start  sync.Once
 	done   chan struct{}
+	quit   chan struct{} // closed by Close(false): the pump stops sending
 	closed int32
 	file   *os.File
 }
@@ -123,7 +124,7 @@ type Sink struct {
 
 // NewQueue creates a queue holding up to capacity events (rounded up to a power of two).
 func NewQueue(capacity int) (*Queue, error) {
-	q := &Queue{done: make(chan struct{})}
+	q := &Queue{done: make(chan struct{}), quit: make(chan struct{})}
 	q.batch = (*C.cbslot_go_batch)(C.calloc(1, C.size_t(unsafe.Sizeof(C.cbslot_go_batch{}))))
 	if err := call(func() C.cb_status { return C.cb_status(C.cb_queue_new(C.size_t(capacity), &q.q)) }); err != nil {
 		C.cbslot_go_batch_free(q.batch)
@@ -191,6 +192,9 @@ func (q *Queue) drain(max int) ([]Event, error) {
 }
 
 func (q *Queue) drainLocked(max int) ([]Event, error) {
+	if q.q == nil {
+		return nil, errClosedQueue()
+	}
 	if err := call(func() C.cb_status { return C.cbslot_go_drain(q.q, q.batch, C.size_t(max)) }); err != nil {
 		return nil, err
 	}
@@ -231,12 +235,15 @@ func (q *Queue) collect(reuse bool) []Event {
 
 // DrainBatch delivers up to max pending events to fn in one batch, without waiting, and returns how
 // many it delivered. Nothing is allocated: the batch and every Event's Data point into a buffer that the
-// next drain reuses, so they are valid only until fn returns (copy what you keep). fn must not drain
-// this queue itself. This is the cheapest way to take events from C threads into Go: one cgo call and
+// next drain reuses, so they are valid only until fn returns (copy what you keep). fn must not drain or
+// close this queue or close its sinks (they wait for the drain to end). This is the cheapest way to take events from C threads into Go: one cgo call and
 // one Go call per batch instead of a C->Go callback per event.
 func (q *Queue) DrainBatch(max int, fn func([]Event)) (int, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.q == nil {
+		return 0, errClosedQueue()
+	}
 	runtime.LockOSThread()
 	err := statusErr(C.cbslot_go_drain(q.q, q.batch, C.size_t(max)))
 	runtime.UnlockOSThread()
@@ -263,8 +270,13 @@ func (q *Queue) Events() <-chan Event {
 		q.file = os.NewFile(uintptr(fd), "cbslot-queue")
 		go q.pump()
 	})
+	if q.events == nil { // closed before it started
+		return closedEvents
+	}
 	return q.events
 }
+
+var closedEvents = func() chan Event { c := make(chan Event); close(c); return c }()
 
 func (q *Queue) pump() {
 	defer close(q.done)
@@ -287,7 +299,11 @@ func (q *Queue) pump() {
 			return len(evs) > 0 || final
 		})
 		for _, e := range evs {
-			q.events <- e
+			select {
+			case q.events <- e:
+			case <-q.quit: // Close(false): nobody has to receive what is left
+				return
+			}
 		}
 		if rerr != nil || final {
 			return
@@ -296,31 +312,41 @@ func (q *Queue) pump() {
 }
 
 // Close closes the queue: producers are refused from now on; pending events are delivered to the Events
-// channel (if it was started; keep receiving until it is closed) when deliverPending, else dropped. Then
-// the queue is freed.
+// channel (if it was started; keep receiving until it is closed) when deliverPending, else dropped, and
+// so are events the channel still holds back. Then the queue is freed; Drain, DrainBatch and a second
+// Close return an *Error with status ErrClosed.
 func (q *Queue) Close(deliverPending bool) error {
 	if !atomic.CompareAndSwapInt32(&q.closed, 0, 1) {
-		return &Error{Status: ErrClosed, Detail: "the queue was already closed"}
+		return errClosedQueue()
 	}
+	q.start.Do(func() { q.events = nil }) // Events() after Close starts nothing
+	pumping := q.events != nil
 	d := C.int(0)
-	if deliverPending && q.events != nil {
+	if deliverPending && pumping {
 		d = 1
+	} else {
+		close(q.quit)
 	}
 	q.mu.Lock()
 	err := call(func() C.cb_status { return C.cb_status(C.cb_queue_close(q.q, d)) })
 	pending := q.collect(false)
-	if q.events != nil {
+	if pumping {
 		q.final = &pending // the pump sends them, then closes the channel (the closed queue's fd wakes it)
 	}
 	q.mu.Unlock()
-	if q.events != nil {
+	if pumping {
 		<-q.done
 		q.file.Close()
 	}
+	q.mu.Lock()
 	C.cb_queue_free(q.q)
 	C.cbslot_go_batch_free(q.batch)
+	q.q, q.batch = nil, nil
+	q.mu.Unlock()
 	return err
 }
+
+func errClosedQueue() error { return &Error{Status: ErrClosed, Detail: "the queue was closed"} }
 
 // Stats returns the queue's counters (posted, delivered, dropped, full_rejections, high_water, pending).
 func (q *Queue) Stats() (posted, delivered, dropped, fullRejections, highWater, pending uint64) {

@@ -2,6 +2,8 @@ package cbslot_test
 
 import (
 	"errors"
+	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -175,5 +177,66 @@ func TestAutoFree(t *testing.T) {
 	defer mu.Unlock()
 	if len(stale) != 1 || stale[0] != ptr {
 		t.Fatalf("stale handler saw %x, want [%x]", stale, ptr)
+	}
+}
+
+// A panic that would leave a callback ends the process with its message (a recover in the C caller's
+// caller would leave cbslot counting the call as running for ever). Run in a child process.
+func TestPanicEndsProcess(t *testing.T) {
+	if os.Getenv("CBSLOT_TEST_PANIC") == "1" {
+		cb, err := cbslot.NewCallback(func() { panic("boom") })
+		must(t, err)
+		func() {
+			defer func() { _ = recover() }()
+			ctest.Call5(cb.Ptr(), 0, 0, 0, 0, 0)
+		}()
+		os.Exit(0) // not reached
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestPanicEndsProcess$")
+	cmd.Env = append(os.Environ(), "CBSLOT_TEST_PANIC=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "panic in a Go func called from C") ||
+		!strings.Contains(string(out), "boom") {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+}
+
+// Closing: a second Close, Drain and DrainBatch after Close are ErrClosed (not a write to freed memory);
+// Close(false) returns even though nobody receives from a full Events channel; Events after Close is a
+// closed channel.
+func TestQueueClose(t *testing.T) {
+	q, err := cbslot.NewQueue(4096)
+	must(t, err)
+	s, err := q.NewSink()
+	must(t, err)
+	events := q.Events()
+	for i := 0; i < 2000; i++ { // more than the channel holds
+		must(t, s.Post([]byte{byte(i)}))
+	}
+	<-events // the pump is running; then nobody receives
+	done := make(chan error)
+	go func() { done <- q.Close(false) }()
+	select {
+	case err := <-done:
+		must(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close(false) waits for a consumer that stopped receiving")
+	}
+	closed := cbslot.StatusError(cbslot.ErrClosed)
+	if err := q.Close(false); !errors.Is(err, closed) {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := q.Drain(10); !errors.Is(err, closed) {
+		t.Fatalf("Drain after Close: %v", err)
+	}
+	if _, err := q.DrainBatch(10, func([]cbslot.Event) { t.Fatal("called") }); !errors.Is(err, closed) {
+		t.Fatalf("DrainBatch after Close: %v", err)
+	}
+	q2, err := cbslot.NewQueue(16)
+	must(t, err)
+	must(t, q2.Close(true))
+	if _, ok := <-q2.Events(); ok {
+		t.Fatal("Events after Close must be closed")
 	}
 }

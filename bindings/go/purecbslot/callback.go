@@ -115,8 +115,8 @@ func NewCallback(fn any) (*Callback, error) {
 		return nil, &Error{Status: s, Detail: "NewCallback: " + err.Error()}
 	}
 	if plan.Result != callplan.ResultInt || plan.ResultRegs > 1 {
-		return nil, &Error{Status: ErrInvalidArg, Detail: fmt.Sprintf("NewCallback(%T): purego callbacks return "+
-			"only an integer register: float and struct results over 8 bytes need the cgo package", fn)}
+		return nil, &Error{Status: ErrInvalidArg, Detail: fmt.Sprintf("NewCallback(%T): this package's dispatchers "+
+			"return only an integer register: float and struct results over 8 bytes need the cgo package", fn)}
 	}
 	l, err := lib()
 	if err != nil {

@@ -2,6 +2,7 @@ package purecbslot
 
 import (
 	"runtime"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -13,6 +14,7 @@ type Handle uint64
 type handleValue struct {
 	v       any
 	destroy func(any)
+	h       atomic.Uint64 // the handle: a key freed and reused under a concurrent Lookup names another value
 }
 
 var handleValues keyTable[handleValue]
@@ -44,7 +46,8 @@ func NewHandleWithDestroy(v any, destroy func(any)) (Handle, error) {
 	if err := dispatchers(); err != nil {
 		return 0, err
 	}
-	key := handleValues.add(&handleValue{v: v, destroy: destroy})
+	hv := &handleValue{v: v, destroy: destroy}
+	key := handleValues.add(hv)
 	out := new(uint64)
 	err = l.call(l.handleNew, key, dispatch.handleDestroy, uintptr(unsafe.Pointer(out)))
 	runtime.KeepAlive(out)
@@ -52,6 +55,7 @@ func NewHandleWithDestroy(v any, destroy func(any)) (Handle, error) {
 		handleValues.remove(key)
 		return 0, err
 	}
+	hv.h.Store(*out)
 	return Handle(*out), nil
 }
 
@@ -77,7 +81,7 @@ func (h Handle) Lookup() (any, error) {
 		return nil, err
 	}
 	hv := handleValues.get(*out)
-	if hv == nil {
+	if hv == nil || hv.h.Load() != uint64(h) {
 		return nil, &Error{Status: ErrInvalid, Detail: "the handle's value was released"}
 	}
 	return hv.v, nil

@@ -10,7 +10,7 @@
 // callbacks made here. cbslot calls a dispatcher with an integer key as userdata; the key finds the Go
 // func in this package's table, and the destroy notification removes it.
 //
-// The dispatchers return one integer register (purego callbacks cannot return a float), so float and
+// The dispatchers return one integer register (purego callbacks cannot return a bare float), so float and
 // double results and struct results over 8 bytes are refused: use the cgo package for those. Arguments
 // are as in the cgo package: integers, pointers, floats and (amd64) structs of up to 16 bytes, at most 5
 // integer-class and 8 floating-point registers.

@@ -399,9 +399,9 @@ func TestRefusedShapes(t *testing.T) {
 		fn   any
 		rule string
 	}{
-		{"float result", func(x int64) float64 { return float64(x) }, "purego callbacks return only an integer register"},
-		{"float32 struct result", func() struct{ A, B float32 } { return struct{ A, B float32 }{} }, "purego callbacks return only an integer register"},
-		{"16-byte struct result", func() struct{ A, B int64 } { return struct{ A, B int64 }{} }, "purego callbacks return only an integer register"},
+		{"float result", func(x int64) float64 { return float64(x) }, "dispatchers return only an integer register"},
+		{"float32 struct result", func() struct{ A, B float32 } { return struct{ A, B float32 }{} }, "dispatchers return only an integer register"},
+		{"16-byte struct result", func() struct{ A, B int64 } { return struct{ A, B int64 }{} }, "dispatchers return only an integer register"},
 		{"string argument", func(s string) {}, "not a C type"},
 		{"6 integer arguments", func(a, b, c, d, e, f int) {}, "more than 5 integer"},
 		{"not a func", 42, "not a func"},

@@ -20,8 +20,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"reflect"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"unsafe"
 )
@@ -89,7 +91,19 @@ type Ret struct {
 }
 
 // Call calls the func with the C call's registers and returns the C result registers.
+//
+// A panic must not leave the func: Go would unwind past the C frames between here and the code that
+// recovers, and cbslot would count the call as running for ever (its unregister never completes, waits
+// for it block). So a panic that reaches Call ends the process with its value and stack, as an
+// unrecovered panic does.
 func (p *Plan) Call(w *Words) (r Ret) {
+	defer func() {
+		if v := recover(); v != nil {
+			fmt.Fprintf(os.Stderr, "cbslot: panic in a Go func called from C (a panic cannot unwind through "+
+				"C frames; recover inside the func): %v\n\n%s", v, debug.Stack())
+			os.Exit(2)
+		}
+	}()
 	var gi [goInts]uintptr
 	var gf [goFloats]uint64
 	for i := range p.args {

@@ -11,7 +11,7 @@ import (
 // values. It fails when Go passes arguments in a way the plans don't model.
 func check() error {
 	if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
-		return shapeErr("Go funcs are called from C through Go's register ABI on amd64 and arm64 only (this is %s)", runtime.GOARCH)
+		return fmt.Errorf("Go funcs are called from C through Go's register ABI on amd64 and arm64 only (this is %s)", runtime.GOARCH)
 	}
 	seven := uint64(7)
 	probes := []struct {
@@ -37,6 +37,26 @@ func check() error {
 		want: Ret{Float: [2]uint64{uint64(math.Float32bits(1.5))}},
 	}}
 	if runtime.GOARCH == "amd64" {
+		type pt struct{ X, Y int32 }
+		probes = append(probes, struct {
+			name string
+			fn   interface{}
+			w    Words
+			want Ret
+		}{
+			name: "every register", // 5 C integer words as 9 Go integer registers, 8 floating-point ones
+			fn: func(a, b, c, d pt, e int64, f0, f1, f2, f3, f4, f5, f6, f7 float64) int64 {
+				if a == (pt{1, -2}) && b == (pt{3, -4}) && c == (pt{5, -6}) && d == (pt{7, -8}) && e == -9 &&
+					f0 == 0.5 && f1 == 1.5 && f2 == 2.5 && f3 == 3.5 && f4 == 4.5 && f5 == 5.5 && f6 == 6.5 && f7 == 7.5 {
+					return 77
+				}
+				return 1
+			},
+			w: Words{0xfffffffe_00000001, 0xfffffffc_00000003, 0xfffffffa_00000005, 0xfffffff8_00000007, ^uint64(8),
+				math.Float64bits(0.5), math.Float64bits(1.5), math.Float64bits(2.5), math.Float64bits(3.5),
+				math.Float64bits(4.5), math.Float64bits(5.5), math.Float64bits(6.5), math.Float64bits(7.5)},
+			want: Ret{Int: [2]uint64{77}},
+		})
 		type s1 struct {
 			A int32
 			B float32
@@ -76,7 +96,7 @@ func check() error {
 		}
 		w := pr.w
 		if got := p.Call(&w); got != pr.want {
-			return shapeErr("this Go (%s/%s) passes arguments differently from what cbslot's call plans expect "+
+			return fmt.Errorf("this Go (%s/%s) passes arguments differently from what cbslot's call plans expect "+
 				"(self-test %q: got %x, want %x); please report it", runtime.Version(), runtime.GOARCH, pr.name, got, pr.want)
 		}
 	}
