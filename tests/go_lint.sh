@@ -3,7 +3,7 @@
 # installed into the build tree with `go install` (from the Go module proxy) the first time. Skipped
 # (exit 77) without Go, or when staticcheck cannot be installed (no network), saying so.
 set -eu
-build=$1
+build=$(cd "$1" && pwd)
 src=$2
 staticcheck_version=v0.8.2 # staticcheck 2026.2.2
 export PATH="$PATH:/usr/local/go/bin:/usr/lib/go/bin"

@@ -5,7 +5,7 @@
 # directive pointing at this checkout). Blocks that import purecbslot are built with CGO_ENABLED=0 and
 # run with LD_LIBRARY_PATH. Skipped (exit 77) without Go or pkg-config.
 set -eu
-build=$1
+build=$(cd "$1" && pwd)
 src=$2
 export PATH="$PATH:/usr/local/go/bin:/usr/lib/go/bin"
 for tool in go pkg-config; do

@@ -3,7 +3,7 @@
 # (GODEBUG=cgocheck=2 before Go 1.21; GOEXPERIMENT=cgocheck2 since, when the GODEBUG form was removed),
 # then again under the race detector. (The README's programs are built and run by go_readme.sh.) Skipped (exit 77) when Go is not installed.
 set -eu
-build=$1
+build=$(cd "$1" && pwd)
 src=$2
 export PATH="$PATH:/usr/local/go/bin:/usr/lib/go/bin"
 if ! command -v go >/dev/null 2>&1; then
