@@ -11,7 +11,7 @@ import (
 // values. It fails when Go passes arguments in a way the plans don't model.
 func check() error {
 	if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
-		return fmt.Errorf("Go funcs are called from C through Go's register ABI on amd64 and arm64 only (this is %s)", runtime.GOARCH)
+		return fmt.Errorf("cbslot calls Go funcs from C through Go's register ABI on amd64 and arm64 only (this is %s)", runtime.GOARCH)
 	}
 	seven := uint64(7)
 	probes := []struct {
