@@ -403,5 +403,3 @@ func layout(t reflect.Type) (*Plan, error) {
 	}
 	return p, nil
 }
-
-func ptr(p *uint64) uintptr { return uintptr(unsafe.Pointer(p)) }

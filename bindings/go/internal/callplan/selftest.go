@@ -4,7 +4,16 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"unsafe"
 )
+
+// probe is a func called through its plan with words laid out as C would, and what it must return.
+type probe struct {
+	name string
+	fn   interface{}
+	w    Words
+	want Ret
+}
 
 // check calls probe funcs through their plans with registers laid out as a C caller would (with garbage
 // in the bits a C caller leaves undefined) and compares what they saw and returned with the expected
@@ -14,12 +23,7 @@ func check() error {
 		return fmt.Errorf("cbslot calls Go funcs from C through Go's register ABI on amd64 and arm64 only (this is %s)", runtime.GOARCH)
 	}
 	seven := uint64(7)
-	probes := []struct {
-		name string
-		fn   interface{}
-		w    Words
-		want Ret
-	}{{
+	probes := []probe{{
 		name: "scalars",
 		fn: func(a int8, x float32, b uint16, y float64, c int32, d bool, p *uint64) int64 {
 			if a == -3 && x == 1.5 && b == 65000 && y == -2.25 && c == -100000 && d && *p == 7 {
@@ -38,12 +42,7 @@ func check() error {
 	}}
 	if runtime.GOARCH == "amd64" {
 		type pt struct{ X, Y int32 }
-		probes = append(probes, struct {
-			name string
-			fn   interface{}
-			w    Words
-			want Ret
-		}{
+		probes = append(probes, probe{
 			name: "every register", // 5 C integer words as 9 Go integer registers, 8 floating-point ones
 			fn: func(a, b, c, d pt, e int64, f0, f1, f2, f3, f4, f5, f6, f7 float64) int64 {
 				if a == (pt{1, -2}) && b == (pt{3, -4}) && c == (pt{5, -6}) && d == (pt{7, -8}) && e == -9 &&
@@ -71,12 +70,7 @@ func check() error {
 			A, B, C, D int16
 			E, F       float32
 		}
-		probes = append(probes, struct {
-			name string
-			fn   interface{}
-			w    Words
-			want Ret
-		}{
+		probes = append(probes, probe{
 			name: "structs",
 			fn: func(s s1, t s2, u s3) r1 {
 				if s == (s1{-5, 2.5}) && t == (s2{1e300, -0.125}) && u == (s3{200, -2, -70000}) {
@@ -102,3 +96,5 @@ func check() error {
 	}
 	return nil
 }
+
+func ptr(p *uint64) uintptr { return uintptr(unsafe.Pointer(p)) }
