@@ -42,10 +42,18 @@ optional_packages() {
   done
 }
 
+# Rust: the crate's rust-version or newer (distribution packages are often older: Debian 12's are 1.63).
 ensure_rust() {
   [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH"
-  command -v cargo >/dev/null 2>&1 ||
-    die "cargo (Rust) is not installed. Install it from https://rustup.rs (or: sudo apt-get install -y cargo)"
+  local need have rustup="install a current toolchain with rustup:
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y && . \"\$HOME/.cargo/env\"
+(with rustup already installed: rustup update stable)"
+  need=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+  command -v cargo >/dev/null 2>&1 || die "Rust $need or newer is needed and cargo was not found; $rustup"
+  have=$(rustc --version 2>/dev/null | sed -n 's/^rustc \([0-9][0-9.]*\).*/\1/p')
+  [ -n "$have" ] || die "cargo is there but \`rustc --version\` failed; $rustup"
+  [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" = "$need" ] ||
+    die "Rust $need or newer is needed; $(command -v rustc) is $have; $rustup"
 }
 
 configure() {
