@@ -77,9 +77,14 @@ fn generate_header(root: &Path) -> Vec<u8> {
     let mut config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("read cbindgen.toml");
     let v = |k: &str| env::var(k).unwrap();
     config.after_includes = Some(format!(
-        "\n/** Version of the cbslot headers, from Cargo.toml. */\n\
+        "\n/** Version of these headers, `\"MAJOR.MINOR.PATCH\"` (the library's own is `cb_version()`). */\n\
          #define CBSLOT_VERSION \"{}\"\n\
-         #define CBSLOT_VERSION_MAJOR {}\n#define CBSLOT_VERSION_MINOR {}\n#define CBSLOT_VERSION_PATCH {}\n",
+         /** MAJOR of `CBSLOT_VERSION`; the shared library's soname is `libcbslot.so.MAJOR`. */\n\
+         #define CBSLOT_VERSION_MAJOR {}\n\
+         /** MINOR of `CBSLOT_VERSION`, as a number for `#if` tests. */\n\
+         #define CBSLOT_VERSION_MINOR {}\n\
+         /** PATCH of `CBSLOT_VERSION`, as a number for `#if` tests. */\n\
+         #define CBSLOT_VERSION_PATCH {}\n",
         v("CARGO_PKG_VERSION"),
         v("CARGO_PKG_VERSION_MAJOR"),
         v("CARGO_PKG_VERSION_MINOR"),

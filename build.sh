@@ -4,6 +4,7 @@
 #   ./build.sh test    build everything and run the whole test suite under CTest
 #   ./build.sh bench   build and run the benchmarks (figures for the README)
 #   ./build.sh report  run every benchmark; write bench/results.md and bench/chart.svg
+#   ./build.sh docs [DIR]  the API reference from the headers: HTML and man pages (default DIR: build/docs)
 # System packages that are missing are installed when run as root; otherwise the exact command is printed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -72,7 +73,7 @@ case "${1:-}" in
     # the whole suite (C, Rust, C++, Go, packaging, the C suite under valgrind and on aarch64 under qemu), then the C suite again
     # built with ASan+UBSan
     configure pkg-config:pkgconf nm:binutils valgrind:valgrind
-    optional_packages /usr/include/event2/event.h:libevent-dev g++:g++ aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu \
+    optional_packages doxygen:doxygen /usr/include/event2/event.h:libevent-dev g++:g++ aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu \
       /usr/aarch64-linux-gnu/lib:libc6-dev-arm64-cross qemu-aarch64:qemu-user aarch64-linux-gnu-g++:g++-aarch64-linux-gnu
     # the aarch64 suite's Rust target (its test is skipped, saying so, when it cannot be added)
     command -v rustup >/dev/null 2>&1 && { rustup target list --installed | grep -qx aarch64-unknown-linux-gnu ||
@@ -101,6 +102,8 @@ case "${1:-}" in
       echo
       scripts/go_bench.sh "$BUILD_DIR" 5
     fi
+    echo
+    sh scripts/sizes.sh "$BUILD_DIR"
     ;;
   report)
     configure pkg-config:pkgconf "/usr/include/$(gcc -print-multiarch)/ffi.h:libffi-dev"
@@ -108,8 +111,12 @@ case "${1:-}" in
     cmake --build "$BUILD_DIR" -j "$JOBS" --target bench_handles bench_callbacks bench_queue
     scripts/report.sh "$BUILD_DIR"
     ;;
+  docs)
+    ensure_packages doxygen:doxygen
+    sh tests/doxygen.sh . "${2:-$BUILD_DIR/docs}"
+    ;;
   *)
-    echo "usage: ./build.sh demo | test | bench [scale] | report" >&2
+    echo "usage: ./build.sh demo | test | bench [scale] | report | docs [dir]" >&2
     exit 2
     ;;
 esac

@@ -1,4 +1,23 @@
 /* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/**
+ * \file cbslot.h
+ * cbslot's C API: callback slots, generational handles, delivery queues, a built-in event loop and
+ * the VDE3 context API.
+ *
+ * - Callback slots: cb_register() turns a function plus `userdata` into a unique bare C function
+ *   pointer; cb_unregister() ends it, and its destroy notification runs once no call is in flight.
+ * - Handles: cb_handle_new(), cb_handle_get(), cb_handle_retain(), cb_handle_release() keep host
+ *   objects behind refcounted 64-bit handles; a stale handle never names a newer object.
+ * - Queues: cb_queue_new(), cb_queue_sink_register(), cb_queue_post(), cb_queue_drain() carry copies of
+ *   events from any thread to sinks run on the consumer's thread.
+ * - Event loop and contexts: cb_loop_new() and cb_loop_handler() give a vde_event_handler for
+ *   vde_context_init(); vde_context_event_add() and vde_context_timeout_add() register events.
+ *
+ * Every fallible `cb_*` function returns a ::cb_status (0 is ::CB_OK); cb_status_str() names it and
+ * cb_last_error() gives this thread's detail of the last failure. The `vde_context_*` functions report
+ * failures through errno, as in VDE3. Compare ::CBSLOT_VERSION with cb_version() to check that the
+ * library matches these headers.
+ */
 
 #ifndef CBSLOT_H
 #define CBSLOT_H
@@ -9,10 +28,13 @@
 #include <stdint.h>
 #include <sys/time.h>
 
-/** Version of the cbslot headers, from Cargo.toml. */
+/** Version of these headers, `"MAJOR.MINOR.PATCH"` (the library's own is `cb_version()`). */
 #define CBSLOT_VERSION "0.2.0"
+/** MAJOR of `CBSLOT_VERSION`; the shared library's soname is `libcbslot.so.MAJOR`. */
 #define CBSLOT_VERSION_MAJOR 0
+/** MINOR of `CBSLOT_VERSION`, as a number for `#if` tests. */
 #define CBSLOT_VERSION_MINOR 2
+/** PATCH of `CBSLOT_VERSION`, as a number for `#if` tests. */
 #define CBSLOT_VERSION_PATCH 0
 
 

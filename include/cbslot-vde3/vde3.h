@@ -1,4 +1,7 @@
-/* VDE3 source compatibility for cbslot's context and event API.
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/**
+ * \file
+ * VDE3 source compatibility for cbslot's context and event API.
  *
  * Code written against VDE3's own headers (`#include <vde3.h>`, `#include <vde3/context.h>`) compiles
  * against cbslot by putting this directory first on the include path:
@@ -10,7 +13,8 @@
  * timeout_del` (cbslot exports these under VDE3's own names and argument orders, so nothing is mapped by
  * macro). VDE3's component system (components, transports, engines, connection managers, modules,
  * configuration, logging) is not provided. Where cbslot's behaviour differs from VDE3's, cbslot's README
- * lists it ("VDE3 source compatibility"). */
+ * lists it ("VDE3 source compatibility").
+ */
 #ifndef CBSLOT_VDE3_COMPAT_H
 #define CBSLOT_VDE3_COMPAT_H
 
@@ -21,7 +25,7 @@
 #include <sys/types.h>
 #include <syslog.h>
 
-/* VDE3's name for the event callback type (a later VDE3 fork, and cbslot, call it vde_event_cb). */
+/** VDE3's name for the event callback type ::vde_event_cb (a later VDE3 fork, and cbslot, use that name). */
 typedef vde_event_cb event_cb;
 
 #endif
