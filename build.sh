@@ -78,6 +78,8 @@ case "${1:-}" in
     # the aarch64 suite's Rust target (its test is skipped, saying so, when it cannot be added)
     command -v rustup >/dev/null 2>&1 && { rustup target list --installed | grep -qx aarch64-unknown-linux-gnu ||
       rustup target add aarch64-unknown-linux-gnu || true; }
+    # the lints' toolchain components (rust/lint says what to run when they cannot be added)
+    command -v rustup >/dev/null 2>&1 && { rustup component add clippy rustfmt >/dev/null 2>&1 || true; }
     cmake -S . -B "$BUILD_DIR" >/dev/null   # pick up libevent if it was just installed
     cmake --build "$BUILD_DIR" -j "$JOBS"
     (cd "$BUILD_DIR" && ctest --output-on-failure -j "$JOBS")

@@ -391,9 +391,10 @@ uint32_t cb_features(void);
  * Errors: `CB_ERR_NULL_ARG` (NULL `fn`, `out_handle` or `out_entry`); `CB_ERR_CAPACITY` (past the limit of
  * `cb_set_limit`); `CB_ERR_NO_MEMORY` (cannot map more trampolines: memory, or the process's mapping count
  * `vm.max_map_count`, 2 mappings per 4064 callbacks); `CB_ERR_SYSTEM` (a system call failed, for example
- * no free file descriptor for the first block; `cb_last_error()` has the system's text, and a later call
- * tries again); `CB_ERR_UNSUPPORTED` (no trampolines on this platform). Nothing is written or registered
- * on error. Thread-safe; may be called from inside callbacks.
+ * no free file descriptor for the first block; `cb_last_error()` has the system's text; a later call tries
+ * again, except after a failure that cannot pass, such as neither the library file nor a memfd being
+ * usable, which later calls return at once); `CB_ERR_UNSUPPORTED` (no trampolines on this platform).
+ * Nothing is written or registered on error. Thread-safe; may be called from inside callbacks.
  */
 enum cb_status cb_register(cb_fn fn, void *userdata, cb_destroy_fn destroy, cb_handle *out_handle, cb_fn *out_entry);
 

@@ -3,6 +3,7 @@
 
 use core::ffi::c_char;
 use core::fmt::{self, Write};
+use core::ptr::NonNull;
 use std::any::Any;
 use std::cell::RefCell;
 
@@ -11,7 +12,6 @@ use std::cell::RefCell;
 /// The numbers are part of the ABI: they never change and are never reused. `CB_OK` is 0, so
 /// `if (status) { ... }` tests for failure. `cb_status_str()` names a status; `cb_last_error()` says more about
 /// this thread's last failure.
-#[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum cb_status {
@@ -133,9 +133,9 @@ impl fmt::Display for Error {
     }
 }
 
-/// Returns `Err(Error::NullArg(name))` when `p` is NULL.
-pub(crate) fn non_null<T>(p: *mut T, name: &'static str) -> Result<*mut T, Error> {
-    if p.is_null() { Err(Error::NullArg(name)) } else { Ok(p) }
+/// `p` as a `NonNull`, or `Err(Error::NullArg(name))` when it is NULL.
+pub(crate) fn non_null<T>(p: *mut T, name: &'static str) -> Result<NonNull<T>, Error> {
+    NonNull::new(p).ok_or(Error::NullArg(name))
 }
 
 const LAST_ERROR_LEN: usize = 256;
@@ -183,9 +183,7 @@ pub(crate) fn set_last_error(function: &str, detail: fmt::Arguments<'_>) {
 
 /// Pointer to this thread's last error text (never NULL; "" before any failure).
 pub(crate) fn last_error_ptr() -> *const c_char {
-    LAST_ERROR
-        .try_with(|cell| cell.as_ptr() as *const c_char)
-        .unwrap_or(c"cb_last_error: thread is exiting".as_ptr())
+    LAST_ERROR.try_with(|cell| cell.as_ptr() as *const c_char).unwrap_or(c"cb_last_error: thread is exiting".as_ptr())
 }
 
 /// Records a failure and converts it to its status.
@@ -259,6 +257,7 @@ mod tests {
     use std::ffi::CStr;
 
     fn last() -> String {
+        // SAFETY: never NULL, NUL-terminated, and this thread's text stays put until its next failure.
         unsafe { CStr::from_ptr(last_error_ptr()) }.to_string_lossy().into_owned()
     }
 

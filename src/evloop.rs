@@ -17,8 +17,9 @@ use crate::handle::{Kind, Slot};
 use crate::segvec::SegVec;
 use crate::sys::{self, Ctl, Epoll, EventFd, errno, set_errno};
 use crate::table::Table;
-use crate::vde::{EventCb, VDE_EV_PERSIST, VDE_EV_READ, VDE_EV_TIMEOUT, VDE_EV_WRITE};
+use crate::vde::{EventCb, VDE_EV_PERSIST, VDE_EV_READ, VDE_EV_TIMEOUT, VDE_EV_WRITE, vde_event_cb, vde_event_handler};
 use core::ffi::{c_int, c_short, c_void};
+use core::mem::transmute;
 use core::sync::atomic::{AtomicBool, Ordering::*};
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap};
@@ -134,13 +135,14 @@ pub(crate) fn new_loop() -> Result<u64, Error> {
         entries: Mutex::new(Vec::new()),
     });
     let handle = LOOPS.insert(lp.clone())?;
-    // SAFETY: each function's real signature is its VDE3 one with the loop's handle in front.
+    // SAFETY: erasing the signatures for `register`; each function's callers (through its entry) use its
+    // real one: the VDE3 one, with the loop's handle in front (see `handler`).
     let fns: [RawFn; 4] = unsafe {
         [
-            core::mem::transmute(entry_event_add as unsafe extern "C" fn(_, _, _, _, _, _) -> _),
-            core::mem::transmute(entry_del as unsafe extern "C" fn(_, _)),
-            core::mem::transmute(entry_timeout_add as unsafe extern "C" fn(_, _, _, _, _) -> _),
-            core::mem::transmute(entry_del as unsafe extern "C" fn(_, _)),
+            transmute::<EventAddEntry, RawFn>(entry_event_add),
+            transmute::<DelEntry, RawFn>(entry_del),
+            transmute::<TimeoutAddEntry, RawFn>(entry_timeout_add),
+            transmute::<DelEntry, RawFn>(entry_del),
         ]
     };
     for f in fns {
@@ -155,11 +157,30 @@ pub(crate) fn new_loop() -> Result<u64, Error> {
     Ok(handle)
 }
 
-/// The loop's four entries, in `vde_event_handler` order.
-pub(crate) fn entries(handle: u64) -> Result<[usize; 4], Error> {
+/// The loop's four entries as the host functions of a `vde_event_handler`.
+pub(crate) fn handler(handle: u64) -> Result<vde_event_handler, Error> {
     let lp = get(handle)?;
     let e = lp.entries.lock();
-    Ok([e[0].1, e[1].1, e[2].1, e[3].1])
+    // SAFETY: each entry runs its function (registered in `new_loop`, in this order) with the loop's handle
+    // in front of the arguments: called as its field's VDE3 signature, it runs with its own.
+    unsafe {
+        Ok(vde_event_handler {
+            event_add: entry_as(e[0].1),
+            event_del: entry_as(e[1].1),
+            timeout_add: entry_as(e[2].1),
+            timeout_del: entry_as(e[3].1),
+        })
+    }
+}
+
+/// The callback entry at `entry` as the nullable function pointer type `F` its caller expects.
+///
+/// # Safety
+/// `F` is an `Option` of an `extern "C"` function pointer, and the entry's function may be called through it.
+unsafe fn entry_as<F>(entry: usize) -> F {
+    const { assert!(size_of::<F>() == size_of::<usize>()) };
+    // SAFETY: the same size (checked above), and the caller's promise about `F`.
+    unsafe { core::mem::transmute_copy::<usize, F>(&entry) }
 }
 
 /// Marks the loop as run by this thread until dropped.
@@ -174,12 +195,21 @@ impl Drop for Turn<'_> {
 impl Loop {
     fn claim(&self) -> Result<Turn<'_>, Error> {
         if self.running.swap(true, SeqCst) {
-            return Err(Error::InvalidArg("the loop is already running (on another thread, or this is one of its callbacks)"));
+            return Err(Error::InvalidArg(
+                "the loop is already running (on another thread, or this is one of its callbacks)",
+            ));
         }
         Ok(Turn(&self.running))
     }
 
-    fn add(&self, fd: Option<c_int>, events: c_short, timeout: Option<Duration>, cb: EventCb, arg: usize) -> Result<u64, Error> {
+    fn add(
+        &self,
+        fd: Option<c_int>,
+        events: c_short,
+        timeout: Option<Duration>,
+        cb: EventCb,
+        arg: usize,
+    ) -> Result<u64, Error> {
         let mut g = self.inner.lock();
         let id = g.next_id;
         if let Some(fd) = fd {
@@ -199,7 +229,8 @@ impl Loop {
             ids.push(id);
         }
         g.next_id += 1;
-        let reg = Reg { fd, events, persistent: events & VDE_EV_PERSIST != 0, interval: timeout, deadline: None, cb, arg };
+        let reg =
+            Reg { fd, events, persistent: events & VDE_EV_PERSIST != 0, interval: timeout, deadline: None, cb, arg };
         g.regs.insert(id, reg);
         g.arm(id, timeout);
         drop(g);
@@ -269,7 +300,8 @@ impl Loop {
                 continue;
             }
             let fd = ev.data as c_int;
-            let what = (if ev.events & sys::READ != 0 { VDE_EV_READ } else { 0 }) | (if ev.events & sys::WRITE != 0 { VDE_EV_WRITE } else { 0 });
+            let what = (if ev.events & sys::READ != 0 { VDE_EV_READ } else { 0 })
+                | (if ev.events & sys::WRITE != 0 { VDE_EV_WRITE } else { 0 });
             for &id in g.fds.get(&fd).map_or(&[][..], |(ids, _)| &ids[..]) {
                 let hit = g.regs.get(&id).map_or(0, |r| r.events & what);
                 if hit != 0 {
@@ -364,12 +396,19 @@ fn loop_of(ud: *mut c_void, f: impl FnOnce(&Loop) -> Result<u64, Error>) -> *mut
     })
 }
 
+/// The real signatures of the four functions (the loop's handle, then VDE3's arguments).
+type EventAddEntry =
+    unsafe extern "C" fn(*mut c_void, c_int, c_short, *const libc::timeval, vde_event_cb, *mut c_void) -> *mut c_void;
+type TimeoutAddEntry =
+    unsafe extern "C" fn(*mut c_void, *const libc::timeval, c_short, vde_event_cb, *mut c_void) -> *mut c_void;
+type DelEntry = unsafe extern "C" fn(*mut c_void, *mut c_void);
+
 unsafe extern "C" fn entry_event_add(
     ud: *mut c_void,
     fd: c_int,
     events: c_short,
     tv: *const libc::timeval,
-    cb: Option<EventCb>,
+    cb: vde_event_cb,
     arg: *mut c_void,
 ) -> *mut c_void {
     // SAFETY: NULL or the caller's timeval, read here.
@@ -381,12 +420,20 @@ unsafe extern "C" fn entry_timeout_add(
     ud: *mut c_void,
     tv: *const libc::timeval,
     events: c_short,
-    cb: Option<EventCb>,
+    cb: vde_event_cb,
     arg: *mut c_void,
 ) -> *mut c_void {
     // SAFETY: NULL or the caller's timeval, read here.
     let timeout = unsafe { tv.as_ref() }.map(duration);
-    loop_of(ud, |lp| lp.add(None, events, Some(timeout.ok_or(Error::NullArg("timeout"))?), cb.ok_or(Error::NullArg("cb"))?, arg as usize))
+    loop_of(ud, |lp| {
+        lp.add(
+            None,
+            events,
+            Some(timeout.ok_or(Error::NullArg("timeout"))?),
+            cb.ok_or(Error::NullArg("cb"))?,
+            arg as usize,
+        )
+    })
 }
 
 unsafe extern "C" fn entry_del(ud: *mut c_void, ev: *mut c_void) {

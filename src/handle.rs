@@ -174,7 +174,6 @@ pub(crate) struct Registry {
     fresh: AtomicU64,
     /// Highest number of slots this registry may use (tests make it small).
     max_slots: u64,
-    retired: AtomicU64,
 }
 
 /// How many free-slot stacks a registry keeps (see the module docs).
@@ -215,7 +214,6 @@ impl Registry {
             free: [const { FreeHead(AtomicU64::new(NO_NEXT)) }; SHARDS],
             fresh: AtomicU64::new(0),
             max_slots,
-            retired: AtomicU64::new(0),
         }
     }
 
@@ -311,23 +309,16 @@ impl Registry {
         // We own the slot now: nobody else can retain, get or release this generation.
         let ptr = slot.ptr.load(Relaxed) as *mut c_void;
         let destroy = slot.destroy.load(Relaxed);
+        // a slot whose generations are used up is retired: it never goes back on a free list
         if generation < GEN_MAX {
             self.push_free(index, slot);
-        } else {
-            self.retired.fetch_add(1, Relaxed);
         }
         if destroy != 0 {
-            // SAFETY: stored from a `DestroyFn` in `insert`.
-            let destroy: DestroyFn = unsafe { core::mem::transmute::<usize, DestroyFn>(destroy) };
-            unsafe { destroy(ptr) };
+            // SAFETY: stored from a `DestroyFn` in `insert` (0 means none); the caller's destroy, run exactly once
+            // with its own pointer: this thread moved the slot to its next generation, so no other can.
+            unsafe { core::mem::transmute::<usize, DestroyFn>(destroy)(ptr) };
         }
         Ok(())
-    }
-
-    /// Slots retired because their generation was used up.
-    #[cfg(test)]
-    pub(crate) fn retired(&self) -> u64 {
-        self.retired.load(Relaxed)
     }
 
     fn lookup(&self, handle: u64) -> Result<&Slot, Error> {
@@ -407,6 +398,7 @@ static OBJECT_SLOTS: SegVec<Slot> = SegVec::new();
 mod tests {
     use super::*;
     use crate::error::cb_status;
+    use core::ptr::without_provenance_mut;
     use std::sync::atomic::AtomicU32;
 
     #[test]
@@ -432,15 +424,15 @@ mod tests {
         static S: SegVec<Slot> = SegVec::new();
         static R: Registry = Registry::with_max_slots(Kind::Object, &S, 4);
         let r = &R;
-        let a = r.insert(1 as *mut c_void, None).unwrap();
+        let a = r.insert(without_provenance_mut(1), None).unwrap();
         r.release(a).unwrap();
-        let b = r.insert(2 as *mut c_void, None).unwrap();
+        let b = r.insert(without_provenance_mut(2), None).unwrap();
         let (_, ga, ia) = unpack(a);
         let (_, gb, ib) = unpack(b);
         assert_eq!((ia, gb), (ib, ga + 1), "same slot, next generation");
         assert_eq!(r.get(a).unwrap_err().status(), cb_status::CB_ERR_INVALID_HANDLE);
         assert_eq!(r.release(a).unwrap_err().status(), cb_status::CB_ERR_INVALID_HANDLE);
-        assert_eq!(r.get(b).unwrap(), 2 as *mut c_void);
+        assert_eq!(r.get(b).unwrap(), without_provenance_mut(2));
     }
 
     #[test]
@@ -449,11 +441,11 @@ mod tests {
         static R: Registry = Registry::with_max_slots(Kind::Object, &S, 3);
         let r = &R;
         let hs: Vec<u64> = (0..3).map(|i| r.insert(i as *mut c_void, None).unwrap()).collect();
-        assert_eq!(r.insert(9 as *mut c_void, None).unwrap_err().status(), cb_status::CB_ERR_CAPACITY);
+        assert_eq!(r.insert(without_provenance_mut(9), None).unwrap_err().status(), cb_status::CB_ERR_CAPACITY);
         r.release(hs[1]).unwrap();
-        let h = r.insert(9 as *mut c_void, None).unwrap();
+        let h = r.insert(without_provenance_mut(9), None).unwrap();
         assert_eq!(unpack(h).2, unpack(hs[1]).2);
-        assert_eq!(r.insert(9 as *mut c_void, None).unwrap_err().status(), cb_status::CB_ERR_CAPACITY);
+        assert_eq!(r.insert(without_provenance_mut(9), None).unwrap_err().status(), cb_status::CB_ERR_CAPACITY);
     }
 
     #[test]
@@ -469,7 +461,6 @@ mod tests {
         let last = r.insert(core::ptr::null_mut(), None).unwrap();
         assert_eq!(unpack(last).1, GEN_MAX);
         r.release(last).unwrap();
-        assert_eq!(r.retired(), 1);
         // the retired slot is not reused: the next handle takes a fresh slot, and the old ones stay invalid
         let next = r.insert(core::ptr::null_mut(), None).unwrap();
         assert_ne!(unpack(next).2, unpack(last).2);
@@ -483,7 +474,7 @@ mod tests {
         static R: Registry = Registry::new(Kind::Object, &S);
         let r = &R;
         let before = DESTROYED.load(Relaxed);
-        let h = r.insert(5 as *mut c_void, Some(count_destroy)).unwrap();
+        let h = r.insert(without_provenance_mut(5), Some(count_destroy)).unwrap();
         r.retain(h).unwrap();
         r.retain(h).unwrap();
         r.release(h).unwrap();
@@ -501,18 +492,18 @@ mod tests {
         static R: Registry = Registry::new(Kind::Object, &S);
         let r = &R;
         let before = DESTROYED.load(Relaxed);
-        let h = r.insert(7 as *mut c_void, Some(count_destroy)).unwrap();
+        let h = r.insert(without_provenance_mut(7), Some(count_destroy)).unwrap();
         r.retain(h).unwrap(); // a guard
         r.remove(h).unwrap();
         assert!(r.get(h).is_err() && r.retain(h).is_err() && r.release(h).is_err());
         assert_eq!(r.remove(h).unwrap_err().status(), cb_status::CB_ERR_INVALID_HANDLE, "second remove");
-        assert_eq!(r.held_ptr(h), 7 as *mut c_void, "the guard still reaches the object");
+        assert_eq!(r.held_ptr(h), without_provenance_mut(7), "the guard still reaches the object");
         assert_eq!(DESTROYED.load(Relaxed), before, "not destroyed while pinned");
         r.unpin(h);
         assert_eq!(DESTROYED.load(Relaxed), before + 7);
         r.unpin(h); // a stray unpin of a freed slot does nothing
         assert_eq!(DESTROYED.load(Relaxed), before + 7);
-        let again = r.insert(1 as *mut c_void, None).unwrap();
+        let again = r.insert(without_provenance_mut(1), None).unwrap();
         assert_eq!(unpack(again).2, unpack(h).2, "the slot came back");
         assert!(r.get(h).is_err());
     }

@@ -130,26 +130,27 @@ pub(crate) fn acquire() -> &'static Rec {
         let rc = unsafe { libc::pthread_key_create(&raw mut KEY, Some(thread_exit)) };
         assert_eq!(rc, 0, "pthread_key_create failed");
     });
-    let rec = records().find(|r| r.in_use.compare_exchange(false, true, Acquire, Relaxed).is_ok()).unwrap_or_else(|| {
-        let r: &'static Rec = Box::leak(Box::new(Rec {
-            depth: AtomicUsize::new(0),
-            stack: [const { AtomicUsize::new(0) }; DEPTH_MAX],
-            deep: AtomicPtr::new(ptr::null_mut()),
-            lost: AtomicBool::new(false),
-            spill: AtomicUsize::new(0),
-            pins: [const { AtomicUsize::new(0) }; PINS],
-            in_use: AtomicBool::new(true),
-            next: AtomicPtr::new(ptr::null_mut()),
-        }));
-        let mut head = RECORDS.load(Relaxed);
-        loop {
-            r.next.store(head, Relaxed);
-            match RECORDS.compare_exchange_weak(head, r as *const Rec as *mut Rec, Release, Relaxed) {
-                Ok(_) => break r,
-                Err(h) => head = h,
+    let rec =
+        records().find(|r| r.in_use.compare_exchange(false, true, Acquire, Relaxed).is_ok()).unwrap_or_else(|| {
+            let r: &'static Rec = Box::leak(Box::new(Rec {
+                depth: AtomicUsize::new(0),
+                stack: [const { AtomicUsize::new(0) }; DEPTH_MAX],
+                deep: AtomicPtr::new(ptr::null_mut()),
+                lost: AtomicBool::new(false),
+                spill: AtomicUsize::new(0),
+                pins: [const { AtomicUsize::new(0) }; PINS],
+                in_use: AtomicBool::new(true),
+                next: AtomicPtr::new(ptr::null_mut()),
+            }));
+            let mut head = RECORDS.load(Relaxed);
+            loop {
+                r.next.store(head, Relaxed);
+                match RECORDS.compare_exchange_weak(head, r as *const Rec as *mut Rec, Release, Relaxed) {
+                    Ok(_) => break r,
+                    Err(h) => head = h,
+                }
             }
-        }
-    });
+        });
     // SAFETY: KEY was created above; the TLS word belongs to this thread.
     unsafe {
         libc::pthread_setspecific(KEY, rec as *const Rec as *const libc::c_void);
@@ -159,7 +160,6 @@ pub(crate) fn acquire() -> &'static Rec {
 }
 
 /// Called by the dispatcher on a thread's first call (all argument registers saved around it).
-#[cfg_attr(not(cbslot_entries), allow(dead_code))] // called from the dispatchers' assembly
 pub(crate) extern "C" fn acquire_for_dispatcher() -> *const Rec {
     crate::error::abort_on_panic("could not set up this thread's in-flight record", acquire)
 }
@@ -167,7 +167,6 @@ pub(crate) extern "C" fn acquire_for_dispatcher() -> *const Rec {
 /// Called by the dispatcher (all argument registers saved around it) when it has pushed a depth past the
 /// record's own cells: the cell to write the slot to. Maps the next page when needed, with a system
 /// call only, so it is as safe in a signal handler as the dispatcher itself.
-#[cfg_attr(not(cbslot_entries), allow(dead_code))] // called from the dispatchers' assembly
 pub(crate) extern "C" fn deep_cell_for_dispatcher() -> *const AtomicUsize {
     crate::error::abort_on_panic("could not track a deep callback", || {
         let rec = current().expect("the dispatcher has a record");
@@ -178,7 +177,14 @@ pub(crate) extern "C" fn deep_cell_for_dispatcher() -> *const AtomicUsize {
             if page.is_null() {
                 // SAFETY: a fresh anonymous page, zeroed: a valid `Deep` (atomics and a null link).
                 let fresh = unsafe {
-                    let p = libc::mmap(ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+                    let p = libc::mmap(
+                        ptr::null_mut(),
+                        4096,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    );
                     if p == libc::MAP_FAILED {
                         rec.lost.store(true, Release);
                         return &rec.spill as *const AtomicUsize;
@@ -208,7 +214,6 @@ pub(crate) extern "C" fn deep_cell_for_dispatcher() -> *const AtomicUsize {
 
 /// An unwinder is leaving a dispatcher frame without running its epilogue (an exception or a forced
 /// unwind went through a callback): the record is popped in its place.
-#[cfg_attr(not(cbslot_entries), allow(dead_code))] // only the dispatchers' personality routine calls it
 pub(crate) fn unwound_one() {
     if let Some(rec) = current() {
         rec.depth.store(rec.depth.load(Relaxed).saturating_sub(1), Release);

@@ -27,6 +27,7 @@ use crate::sys::{self, EventFd};
 use crate::table::Table;
 use core::cell::Cell;
 use core::ffi::{c_int, c_void};
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*, fence};
 use parking_lot::{Condvar, Mutex, ReentrantMutex};
 use std::sync::Arc;
@@ -39,7 +40,6 @@ pub const CB_QUEUE_INLINE_BYTES: u32 = 40;
 pub const CB_QUEUE_MAX_CAPACITY: usize = 1 << 30;
 
 /// Queue counters, filled by `cb_queue_get_stats`.
-#[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct cb_queue_stats {
@@ -105,6 +105,8 @@ pub(crate) struct Queue {
 // SAFETY: a cell's plain fields are written by the one producer that claimed it and read by the consumer
 // after the release/acquire handshake on `seq`.
 unsafe impl Sync for Queue {}
+// SAFETY: the cells own their payloads (plain bytes, or boxes of bytes): nothing in a queue is tied to a
+// thread.
 unsafe impl Send for Queue {}
 
 impl Drop for Queue {
@@ -207,10 +209,22 @@ pub(crate) fn new_queue(capacity: usize) -> Result<u64, Error> {
     }))
 }
 
-pub(crate) fn sink_register(queue: u64, func: SinkFn, userdata: *mut c_void, destroy: Option<DestroyFn>) -> Result<u64, Error> {
+pub(crate) fn sink_register(
+    queue: u64,
+    func: SinkFn,
+    userdata: *mut c_void,
+    destroy: Option<DestroyFn>,
+) -> Result<u64, Error> {
     let q = get(queue)?;
     let entries = Mutex::new(Vec::new());
-    let sink = Arc::new(Sink { func, userdata: userdata as usize, destroy, armed: AtomicBool::new(false), queue: q.clone(), entries });
+    let sink = Arc::new(Sink {
+        func,
+        userdata: userdata as usize,
+        destroy,
+        armed: AtomicBool::new(false),
+        queue: q.clone(),
+        entries,
+    });
     // under the lock close takes the sinks with: a register either sees the queue closed or is ended by close
     let mut sinks = q.sinks.lock();
     if q.is_closed() {
@@ -242,7 +256,9 @@ pub(crate) fn sink_unregister(sink: u64) -> Result<(), Error> {
 /// The handle of the queue a live sink belongs to. No write.
 fn queue_of(sink: u64) -> Result<u64, Error> {
     if !SINKS.is_live(sink) {
-        return Err(crate::handle::check_kind(sink, Kind::Sink).err().unwrap_or(Error::InvalidHandle(sink, NOT_A_SINK)));
+        return Err(crate::handle::check_kind(sink, Kind::Sink)
+            .err()
+            .unwrap_or(Error::InvalidHandle(sink, NOT_A_SINK)));
     }
     // a live sink's queue was stored before its handle was handed out; live again after the read means
     // the slot was not reused in between (its generation would have changed)
@@ -265,12 +281,17 @@ pub(crate) fn post(sink: u64, data: &[u8], wait: Option<Duration>) -> Result<(),
 /// Makes a bare entry for `sink`: `entry(data, len)` posts a copy.
 pub(crate) fn entry(sink: u64, len_is_int: bool) -> Result<usize, Error> {
     let s = SINKS.get(sink).map_err(|_| Error::InvalidHandle(sink, NOT_A_SINK))?;
-    // SAFETY: the real signatures, with the sink handle in front.
+    // SAFETY: erasing the signature for `register`; the entry is called as `int entry(const void *data, int or
+    // size_t len)`, which runs the function with the sink's handle in front, as it is declared.
     let f: RawFn = unsafe {
         if len_is_int {
-            core::mem::transmute(entry_post_int as unsafe extern "C" fn(_, _, _) -> _)
+            core::mem::transmute::<unsafe extern "C" fn(*mut c_void, *const c_void, c_int) -> c_int, RawFn>(
+                entry_post_int,
+            )
         } else {
-            core::mem::transmute(entry_post_size as unsafe extern "C" fn(_, _, _) -> _)
+            core::mem::transmute::<unsafe extern "C" fn(*mut c_void, *const c_void, usize) -> c_int, RawFn>(
+                entry_post_size,
+            )
         }
     };
     // registered before taking the entry list's lock: registering may run the user's watermark function
@@ -440,7 +461,11 @@ impl Queue {
                 let len = cell.len.get();
                 // SAFETY: published by the release store we acquired.
                 let ptr = unsafe {
-                    if len <= INLINE { cell.data.get() as *const u8 } else { (*(cell.data.get() as *const *mut [u8])) as *const u8 }
+                    if len <= INLINE {
+                        cell.data.get() as *const u8
+                    } else {
+                        (*(cell.data.get() as *const *mut [u8])) as *const u8
+                    }
                 };
                 let is = |g: &Option<(u64, Arc<Sink>)>| g.as_ref().is_some_and(|(h, _)| *h == sink);
                 // the sink of the previous event first: runs of events to one sink are the common case
@@ -624,7 +649,9 @@ unsafe extern "C" fn entry_post_size(ud: *mut c_void, data: *const c_void, len: 
 fn entry_post(ud: *mut c_void, data: *const c_void, len: usize) -> c_int {
     abort_on_panic("panic while posting through a queue entry", || {
         // SAFETY: the caller's buffer of `len` bytes, read before the post returns.
-        match unsafe { payload(data, len) }.and_then(|bytes| post(ud as usize as u64, bytes, None)) {
+        match unsafe { payload(NonNull::new(data.cast_mut()), len) }
+            .and_then(|bytes| post(ud as usize as u64, bytes, None))
+        {
             Ok(()) => 1,
             Err(e) => {
                 set_last_error("cb_queue entry", format_args!("{e}"));
@@ -638,16 +665,14 @@ fn entry_post(ud: *mut c_void, data: *const c_void, len: usize) -> c_int {
 ///
 /// # Safety
 /// `data` points to `len` readable bytes for the life of the slice.
-pub(crate) unsafe fn payload<'a>(data: *const c_void, len: usize) -> Result<&'a [u8], Error> {
+pub(crate) unsafe fn payload<'a>(data: Option<NonNull<c_void>>, len: usize) -> Result<&'a [u8], Error> {
     if len == 0 {
         return Ok(&[]);
     }
-    if data.is_null() {
-        return Err(Error::NullArg("data"));
-    }
+    let data = data.ok_or(Error::NullArg("data"))?;
     if len > isize::MAX as usize {
         return Err(Error::InvalidArg("len is larger than PTRDIFF_MAX"));
     }
     // SAFETY: the caller's promise, and the length is one a slice may have.
-    Ok(unsafe { core::slice::from_raw_parts(data as *const u8, len) })
+    Ok(unsafe { core::slice::from_raw_parts(data.cast::<u8>().as_ptr(), len) })
 }

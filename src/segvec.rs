@@ -5,9 +5,9 @@
 //! A chunk's memory starts as all zero bytes, which must be a valid value of the slot type ([`Zeroed`]).
 //! Chunks are allocated zeroed, so the pages of a chunk cost memory only once slots in them are used.
 
+use crate::sys::{ForkLock, FutexMutex};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
-use crate::sys::{ForkLock, FutexMutex};
 use std::alloc::{self, Layout};
 
 /// Marks types for which all-zero bytes is a valid value (atomics, integers).
@@ -48,6 +48,8 @@ pub(crate) fn fork_release() {
 
 // SAFETY: slots are only reached through `&T`; `T` is responsible for its own interior synchronisation.
 unsafe impl<T: Zeroed + Sync> Sync for SegVec<T> {}
+// SAFETY: the chunks are heap memory owned by the `SegVec` (no thread affinity); moving it moves `T`s, which
+// are `Send`.
 unsafe impl<T: Zeroed + Send> Send for SegVec<T> {}
 
 fn chunk_layout<T>() -> Layout {
@@ -105,7 +107,6 @@ impl<T: Zeroed> Drop for SegVec<T> {
 mod tests {
     use super::*;
     use core::sync::atomic::AtomicU64;
-
 
     #[test]
     fn get_is_none_until_grown_and_every_index_is_in_range() {

@@ -15,9 +15,9 @@
 //! Handles are the registry's ([`crate::handle`]): generational, so a stale or garbage handle is an error,
 //! never another object.
 
-use crate::inflight::{self, Pin};
 use crate::error::Error;
 use crate::handle::{Kind, Registry, Slot};
+use crate::inflight::{self, Pin};
 use crate::segvec::SegVec;
 use core::ffi::c_void;
 use core::marker::PhantomData;
@@ -171,7 +171,10 @@ mod tests {
         let h = T.insert(Arc::new(Obj(&DROPS))).unwrap();
         {
             let _p = T.pin(h).unwrap();
-            assert_eq!(T.remove(h).unwrap_err(), Error::WouldDeadlock("the object is in use by this thread's own call"));
+            assert_eq!(
+                T.remove(h).unwrap_err(),
+                Error::WouldDeadlock("the object is in use by this thread's own call")
+            );
             assert!(T.is_live(h), "a refused remove changes nothing");
         }
         let pinned = std::sync::Barrier::new(2);

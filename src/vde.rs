@@ -33,18 +33,93 @@ pub const VDE_EV_WRITE: c_short = 0x04;
 pub const VDE_EV_PERSIST: c_short = 0x10;
 const ALL_EVENTS: c_short = VDE_EV_TIMEOUT | VDE_EV_READ | VDE_EV_WRITE | VDE_EV_PERSIST;
 
-pub(crate) type EventCb = unsafe extern "C" fn(c_int, c_short, *mut c_void);
-type EventAdd = unsafe extern "C" fn(c_int, c_short, *const libc::timeval, Option<EventCb>, *mut c_void) -> *mut c_void;
-type EventDel = unsafe extern "C" fn(*mut c_void);
-type TimeoutAdd = unsafe extern "C" fn(*const libc::timeval, c_short, Option<EventCb>, *mut c_void) -> *mut c_void;
+/// The callback of an event or timeout: `fd` (-1 for timeouts), what happened (`VDE_EV_*`), the user's `arg`.
+pub type vde_event_cb = Option<unsafe extern "C" fn(fd: c_int, events: c_short, arg: *mut c_void)>;
 
-/// The four host functions, copied out of the caller's struct.
+/// A `vde_event_cb` that is not NULL.
+pub(crate) type EventCb = <vde_event_cb as IntoIterator>::Item;
+
+/// The host event loop's four functions, as VDE3 defines them. `vde_context_init` copies the struct: it
+/// may be freed (or garbage-collected) as soon as init returns.
+#[repr(C)]
 #[derive(Clone, Copy)]
-pub(crate) struct Handler {
-    pub(crate) event_add: EventAdd,
-    pub(crate) event_del: EventDel,
-    pub(crate) timeout_add: TimeoutAdd,
-    pub(crate) timeout_del: EventDel,
+pub struct vde_event_handler {
+    /// Watch `fd` for `events` (and/or `timeout`, may be NULL); call `cb(fd, what, arg)`; return a token.
+    pub event_add: Option<
+        unsafe extern "C" fn(
+            fd: c_int,
+            events: c_short,
+            timeout: *const libc::timeval,
+            cb: vde_event_cb,
+            arg: *mut c_void,
+        ) -> *mut c_void,
+    >,
+    /// Stop and free the event named by a token from `event_add`.
+    pub event_del: Option<unsafe extern "C" fn(ev: *mut c_void)>,
+    /// Call `cb(-1, VDE_EV_TIMEOUT, arg)` after `timeout` (repeatedly with `VDE_EV_PERSIST`); return a token.
+    pub timeout_add: Option<
+        unsafe extern "C" fn(
+            timeout: *const libc::timeval,
+            events: c_short,
+            cb: vde_event_cb,
+            arg: *mut c_void,
+        ) -> *mut c_void,
+    >,
+    /// Stop and free the timeout named by a token from `timeout_add`.
+    pub timeout_del: Option<unsafe extern "C" fn(tout: *mut c_void)>,
+}
+
+/// A copy of the caller's `vde_event_handler` whose four functions are all there (only [`Handler::new`]
+/// makes one).
+#[derive(Clone, Copy)]
+pub(crate) struct Handler(vde_event_handler);
+
+const CHECKED: &str = "Handler::new checked all four functions";
+
+impl Handler {
+    /// The handler, or `NullArg` if one of its functions is NULL.
+    pub(crate) fn new(h: vde_event_handler) -> Result<Self, Error> {
+        match h {
+            vde_event_handler {
+                event_add: Some(_),
+                event_del: Some(_),
+                timeout_add: Some(_),
+                timeout_del: Some(_),
+            } => Ok(Handler(h)),
+            _ => Err(Error::NullArg("handler member (all four functions are required)")),
+        }
+    }
+
+    /// The host's `event_add` (with `fd`) or `timeout_add` (without): the host's token, NULL if it failed.
+    ///
+    /// # Safety
+    /// As the host's function requires: `timeout` is NULL or a valid timeval for the call.
+    unsafe fn add(
+        &self,
+        fd: Option<c_int>,
+        events: c_short,
+        timeout: *const libc::timeval,
+        arg: *mut c_void,
+    ) -> *mut c_void {
+        // SAFETY: the host's own functions, called as VDE3 defines them; `fire` and `arg` (an event handle)
+        // stay valid for any call, however late.
+        unsafe {
+            match fd {
+                Some(fd) => self.0.event_add.expect(CHECKED)(fd, events, timeout, Some(fire), arg),
+                None => self.0.timeout_add.expect(CHECKED)(timeout, events, Some(fire), arg),
+            }
+        }
+    }
+
+    /// Gives `token` back to the host's `timeout_del` (`timeout`) or `event_del`.
+    ///
+    /// # Safety
+    /// `token` came from this host's add of the same kind and is given back only this once.
+    unsafe fn del(&self, timeout: bool, token: *mut c_void) {
+        let del = if timeout { self.0.timeout_del } else { self.0.event_del };
+        // SAFETY: the host's own del function with a token it issued, once (the caller's promise).
+        unsafe { del.expect(CHECKED)(token) }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -74,8 +149,8 @@ struct EventRec {
     persistent: bool,
     cb: EventCb,
     arg: usize,
-    /// The host's del function for this event's token (set once, with the host the event is added to).
-    del: std::sync::OnceLock<EventDel>,
+    /// The host this event is added to (set once, before the host's add runs): its token goes back there.
+    host: std::sync::OnceLock<Handler>,
     life: Mutex<Life>,
     /// Signalled when a callback of this event returns (see `Life::running`).
     returned: Condvar,
@@ -143,7 +218,9 @@ pub(crate) unsafe fn init(handle: u64, handler: Handler, modules: *const *const 
     // as in VDE3, a finished context may be initialised again; an initialised one may not (VDE3 returns 0
     // there and leaks what the first init set up)
     match g.state {
-        State::Ready => return Err(Error::InvalidArg("the context is already initialised (vde_context_fini it first)")),
+        State::Ready => {
+            return Err(Error::InvalidArg("the context is already initialised (vde_context_fini it first)"));
+        }
         State::Deleted => return Err(Error::InvalidArg("not a live vde_context (it is being deleted)")),
         State::New | State::Finished => {}
     }
@@ -177,7 +254,7 @@ pub(crate) fn add(
         persistent: events & VDE_EV_PERSIST != 0,
         cb,
         arg: arg as usize,
-        del: std::sync::OnceLock::new(),
+        host: std::sync::OnceLock::new(),
         life: Mutex::new(Life::default()),
         returned: Condvar::new(),
     });
@@ -191,23 +268,22 @@ pub(crate) fn add(
             drop(EVENTS.remove(ev));
             return Err(Error::InvalidArg("the context is not initialised (or was finished)"));
         };
-        let _ = rec.del.set(if fd.is_some() { h.event_del } else { h.timeout_del });
+        let _ = rec.host.set(h);
         g.events.insert(ev);
         h
     };
     let host_arg = ev as usize as *mut c_void;
-    // SAFETY: host functions the caller installed; `fire` and the handle outlive the registration.
-    let token = unsafe {
-        match fd {
-            Some(fd) => (handler.event_add)(fd, events, timeout, Some(fire), host_arg),
-            None => (handler.timeout_add)(timeout, events, Some(fire), host_arg),
-        }
-    };
+    // SAFETY: `timeout` is the caller's, passed on to its host as VDE3 does.
+    let token = unsafe { handler.add(fd, events, timeout, host_arg) };
     if token.is_null() {
         rec.life.lock().given_back = true; // nothing to give back
         finish(ev, &rec);
         ctx.inner.lock().events.remove(&ev);
-        return Err(Error::Host(if fd.is_some() { "the host's event_add failed" } else { "the host's timeout_add failed" }));
+        return Err(Error::Host(if fd.is_some() {
+            "the host's event_add failed"
+        } else {
+            "the host's timeout_add failed"
+        }));
     }
     let give_back = {
         let mut life = rec.life.lock();
@@ -216,15 +292,15 @@ pub(crate) fn add(
         life.done && !core::mem::replace(&mut life.given_back, true)
     };
     if give_back {
-        // SAFETY: the host's own token, given back once, to the host that issued it.
-        unsafe { (handler_del(&rec))(token) };
+        // SAFETY: the host's own token, given back once (guarded by `given_back`), to the host that issued it.
+        unsafe { host_of(&rec).del(rec.timeout, token) };
     }
     Ok(ev)
 }
 
-/// The del function of the host an event was added to (set before its host add ran, so before any token).
-fn handler_del(rec: &EventRec) -> EventDel {
-    *rec.del.get().expect("set before the host's add")
+/// The host an event was added to (set before its host add ran, so before any token).
+fn host_of(rec: &EventRec) -> &Handler {
+    rec.host.get().expect("set before the host's add")
 }
 
 /// Ends an event: no more callbacks (it waits for those running on other threads, unless this thread is
@@ -258,7 +334,7 @@ fn finish(ev: u64, rec: &EventRec) -> bool {
     drop(EVENTS.remove(ev));
     if let Some(t) = token {
         // SAFETY: the host's own token, given back exactly once (guarded by `given_back`).
-        unsafe { (handler_del(rec))(t as *mut c_void) };
+        unsafe { host_of(rec).del(rec.timeout, t as *mut c_void) };
     }
     true
 }
@@ -334,7 +410,9 @@ fn end(ctx: &Context, to: State) -> Result<(), Error> {
     let events: Vec<u64> = {
         let mut g = ctx.inner.lock();
         match (g.state, to) {
-            (State::Deleted, State::Deleted) => return Err(Error::InvalidArg("not a live vde_context (deleted twice?)")),
+            (State::Deleted, State::Deleted) => {
+                return Err(Error::InvalidArg("not a live vde_context (deleted twice?)"));
+            }
             (State::Finished | State::Deleted, State::Finished) => {
                 return Err(Error::InvalidArg("the context was already finished"));
             }

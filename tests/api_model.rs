@@ -21,10 +21,12 @@ struct Obj {
 }
 
 unsafe extern "C" fn destroy(p: *mut c_void) {
+    // SAFETY: `p` is a model's boxed `Obj`; the model keeps every box until the end of the case.
     unsafe { &*(p as *const Obj) }.destroyed.fetch_add(1, SeqCst);
 }
 
 unsafe extern "C" fn add_tag(ud: *mut c_void, x: i64) -> i64 {
+    // SAFETY: as in `destroy`.
     unsafe { &*(ud as *const Obj) }.tag + x
 }
 
@@ -95,14 +97,14 @@ proptest! {
                 }
                 Op::Get(i) if i < handles.len() => {
                     let m = &handles[i];
-                    let mut p = 0x1 as *mut c_void;
+                    let mut p = std::ptr::without_provenance_mut::<c_void>(1); // a marker, never dereferenced
                     let s = cb_handle_get(m.h, &mut p);
                     if m.refs > 0 {
                         prop_assert_eq!(s, cb_status::CB_OK);
                         prop_assert_eq!(p as *const Obj, &*m.obj as *const Obj);
                     } else {
                         prop_assert_eq!(s, cb_status::CB_ERR_INVALID_HANDLE);
-                        prop_assert_eq!(p, 0x1 as *mut c_void, "output written on failure");
+                        prop_assert_eq!(p, std::ptr::without_provenance_mut(1), "output written on failure");
                     }
                 }
                 Op::Retain(i) if i < handles.len() => {
@@ -136,8 +138,10 @@ proptest! {
                     let obj = Box::new(Obj { tag: next_tag, destroyed: AtomicU64::new(0) });
                     next_tag += 1;
                     let (mut h, mut e) = (0, None);
+                    // SAFETY: erasing the signature for `cb_register`; the entry is called as `add_tag` without `ud`.
                     let f: unsafe extern "C" fn() = unsafe { std::mem::transmute(add_tag as unsafe extern "C" fn(*mut c_void, i64) -> i64) };
                     prop_assert_eq!(cb_register(Some(f), &*obj as *const Obj as *mut c_void, Some(destroy), &mut h, &mut e), cb_status::CB_OK);
+                    // SAFETY: the entry just registered for `add_tag`, typed as `add_tag` without its userdata.
                     let entry: unsafe extern "C" fn(i64) -> i64 = unsafe { std::mem::transmute(e.unwrap()) };
                     prop_assert!(callbacks.iter().all(|c| c.entry as usize != entry as usize), "a live or quarantined entry was handed out again");
                     callbacks.push(ModelCallback { h, entry, obj, live: true });
@@ -156,6 +160,7 @@ proptest! {
                 Op::Call(i, x) if i < callbacks.len() => {
                     let c = &callbacks[i];
                     let before = STALE.load(SeqCst);
+                    // SAFETY: a live entry runs `add_tag` on the model's `Obj`; a stale one goes to `on_stale`.
                     let r = unsafe { (c.entry)(x) };
                     if c.live {
                         prop_assert_eq!(r, c.obj.tag + x);

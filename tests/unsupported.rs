@@ -12,6 +12,7 @@ fn register_is_unsupported_and_handles_work() {
     let (mut h, mut e): (cb_handle, cb_fn) = (7, None);
     assert_eq!(cb_register(Some(f), std::ptr::null_mut(), None, &mut h, &mut e), cb_status::CB_ERR_UNSUPPORTED);
     assert_eq!((h, e), (7, None));
+    // SAFETY: `cb_last_error()` is never NULL, NUL-terminated, and stays put until this thread's next failure.
     let msg = unsafe { CStr::from_ptr(cb_last_error()) }.to_str().unwrap();
     assert!(msg.starts_with("cb_register: callback trampolines are not implemented"), "{msg}");
     assert_eq!(cb_unregister(h), cb_status::CB_ERR_INVALID_HANDLE);

@@ -41,12 +41,11 @@ struct JitDescriptor {
 
 /// The descriptor gdb looks up by name; written only under [`LOCK`]. Not part of the C header:
 /// cbindgen:ignore
-#[unsafe(no_mangle)]
-#[allow(non_upper_case_globals)]
-static mut __jit_debug_descriptor: JitDescriptor =
+#[unsafe(export_name = "__jit_debug_descriptor")]
+static mut JIT_DEBUG_DESCRIPTOR: JitDescriptor =
     JitDescriptor { version: 1, action_flag: 0, relevant_entry: null_mut(), first_entry: null_mut() };
 
-/// gdb keeps a breakpoint here and reads [`__jit_debug_descriptor`] each time it is hit. Not part of the
+/// gdb keeps a breakpoint here and reads [`JIT_DEBUG_DESCRIPTOR`] (`__jit_debug_descriptor`) each time it is hit. Not part of the
 /// C header:
 /// cbindgen:ignore
 #[unsafe(no_mangle)]
@@ -128,7 +127,7 @@ fn image(code: usize, code_len: usize, eh_frame: &[u8], symbols: &[(&str, usize,
         [1, 8, 6, code, 0, code_len, 0, 0, 16, 0], // SHT_NOBITS, SHF_ALLOC | SHF_EXECINSTR
         [7, 1, 2, base + EHDR, EHDR, eh_frame.len(), 0, 0, 8, 0], // SHT_PROGBITS, SHF_ALLOC
         [17, 2, 0, 0, symtab, strtab - symtab, 4, 1, 8, SYM], // SHT_SYMTAB: first global 1, names in 4
-        [25, 3, 0, 0, strtab, strtab_len, 0, 0, 1, 0],        // SHT_STRTAB
+        [25, 3, 0, 0, strtab, strtab_len, 0, 0, 1, 0], // SHT_STRTAB
         [33, 3, 0, 0, strtab + strtab_len, SHSTRTAB.len(), 0, 0, 1, 0],
     ];
     for (v, w) in sections.iter().flatten().zip(widths.iter().cycle()) {
@@ -153,7 +152,7 @@ pub(crate) fn announce(code: usize, code_len: usize, eh_frame: &[u8], symbols: &
         symfile_size: image.len() as u64,
     }));
     let _guard = LOCK.lock();
-    let d = &raw mut __jit_debug_descriptor;
+    let d = &raw mut JIT_DEBUG_DESCRIPTOR;
     // SAFETY: the descriptor and the entries in its list (all leaked boxes, never freed) are only written
     // here, under `LOCK`; gdb reads them while the process is stopped in `__jit_debug_register_code`.
     unsafe {
@@ -216,7 +215,7 @@ mod tests {
         announce(0x1000, 0x10, &eh, &[("f", 0, 5)]);
         let _guard = LOCK.lock();
         // SAFETY: read under `LOCK`, which every writer holds.
-        let d = unsafe { &*&raw const __jit_debug_descriptor };
+        let d = unsafe { &*core::ptr::addr_of!(JIT_DEBUG_DESCRIPTOR) };
         assert_eq!((d.version, d.action_flag), (1, 0));
         // SAFETY: entries are never freed.
         let first = unsafe { &*d.first_entry };

@@ -16,9 +16,6 @@
 //!   need it.
 //!   `destroy(userdata)` runs on the thread running the grace period, outside every lock.
 
-// Without trampolines (see `arch`), the call-path helpers below are never referenced.
-#![cfg_attr(not(cbslot_entries), allow(dead_code))]
-
 pub(crate) mod arch;
 mod gdbjit;
 mod tramp;
@@ -29,11 +26,11 @@ use crate::handle::{GEN_MAX, Kind, check_kind, pack};
 use crate::inflight;
 use crate::segvec::{SegVec, Zeroed};
 use crate::sys::{ForkLock, FutexMutex};
-use parking_lot::lock_api::RawMutex as _;
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 use parking_lot::Mutex;
+use parking_lot::lock_api::RawMutex as _;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -61,7 +58,6 @@ pub const CB_RECLAIM_DELAY_DEFAULT_MS: u32 = 10;
 pub const CB_RECLAIM_DELAY_MAX_MS: u32 = 3_600_000;
 
 /// Callback-table counters, filled by `cb_get_stats`. Fields may be added at the end in later versions.
-#[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct cb_stats {
@@ -170,8 +166,18 @@ struct Reclaimer {
     exiting: bool,
 }
 
+/// Where blocks are mapped from, once a register has needed one.
+enum SourceState {
+    /// Not opened yet, or the last try failed for a reason that can pass.
+    Unopened,
+    Open(tramp::Source),
+    /// Opening failed for a reason that will not pass (no /proc and no memfd, a source that does not hold
+    /// the library's code): every later register gets this error at once.
+    Refused(Error),
+}
+
 struct Inner {
-    source: Option<tramp::Source>,
+    source: SourceState,
     blocks: u64,
     pools: [Pool; TABLES],
     pending: Vec<(u32, u64)>,
@@ -252,33 +258,47 @@ fn state(tag: u32, status: u32) -> u64 {
     (tag as u64) << 32 | status as u64
 }
 
+/// Whether a failure to open the trampoline source can pass by itself: no descriptor or memory free now.
+fn can_pass(e: Error) -> bool {
+    match e {
+        Error::NoMemory(_) => true,
+        Error::System(_, errno) => {
+            matches!(errno, libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN | libc::EINTR)
+        }
+        _ => false,
+    }
+}
+
 impl Callbacks {
     const fn new() -> Self {
         Callbacks {
-            inner: ForkLock::const_new(FutexMutex::INIT, Inner {
-                source: None,
-                blocks: 0,
-                pools: [const { Pool { quarantine: VecDeque::new(), next: 0, end: 0 } }; TABLES],
-                pending: Vec::new(),
-                since_grace: 0,
-                done: Done { base: 0, flags: VecDeque::new() },
-                ready: VecDeque::new(),
-                running: Vec::new(),
-                nested_waits: 0,
-                stats: cb_stats {
-                    live: 0,
-                    peak: 0,
-                    capacity: 0,
-                    registered_total: 0,
-                    unregistered_total: 0,
-                    destroyed_total: 0,
-                    pending_destroy: 0,
-                    stale_calls: 0,
+            inner: ForkLock::const_new(
+                FutexMutex::INIT,
+                Inner {
+                    source: SourceState::Unopened,
+                    blocks: 0,
+                    pools: [const { Pool { quarantine: VecDeque::new(), next: 0, end: 0 } }; TABLES],
+                    pending: Vec::new(),
+                    since_grace: 0,
+                    done: Done { base: 0, flags: VecDeque::new() },
+                    ready: VecDeque::new(),
+                    running: Vec::new(),
+                    nested_waits: 0,
+                    stats: cb_stats {
+                        live: 0,
+                        peak: 0,
+                        capacity: 0,
+                        registered_total: 0,
+                        unregistered_total: 0,
+                        destroyed_total: 0,
+                        pending_destroy: 0,
+                        stale_calls: 0,
+                    },
+                    limit: 0,
+                    watermark: None,
+                    reclaimer: Reclaimer { delay_ms: None, running: None, started: 0, exiting: false },
                 },
-                limit: 0,
-                watermark: None,
-                reclaimer: Reclaimer { delay_ms: None, running: None, started: 0, exiting: false },
-            }),
+            ),
             grace: ForkLock::const_new(FutexMutex::INIT, ()),
             meta: &META,
             blocks: &BLOCKS,
@@ -326,16 +346,32 @@ impl Callbacks {
             if first + SLOTS_PER_BLOCK as u64 > crate::handle::MAX_SLOTS {
                 return Err(Error::Capacity("every callback slot index is in use"));
             }
-            if g.source.is_none() {
+            if let SourceState::Refused(e) = g.source {
+                return Err(e);
+            }
+            if let SourceState::Unopened = g.source {
                 init_process();
                 if !inflight::heavy_barrier_orders_others() {
                     // the dispatchers record calls with plain stores: only a real process-wide barrier orders them
-                    return Err(Error::System("entries on this CPU need membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), Linux 4.14+ (and CBSLOT_BARRIER unset)", libc::ENOSYS));
+                    return Err(Error::System(
+                        "entries on this CPU need membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), Linux 4.14+ (and CBSLOT_BARRIER unset)",
+                        libc::ENOSYS,
+                    ));
                 }
-                g.source = Some(tramp::Source::open()?);
+                match tramp::Source::open() {
+                    Ok(source) => g.source = SourceState::Open(source),
+                    Err(e) => {
+                        // cb_register promises that a later call tries again when the cause can pass
+                        if !can_pass(e) {
+                            g.source = SourceState::Refused(e);
+                        }
+                        return Err(e);
+                    }
+                }
             }
             let cell = self.blocks.get_or_grow(g.blocks as u32).ok_or(Error::NoMemory("growing the block table"))?;
-            let code = g.source.as_ref().expect("opened above").map_block(kind)?;
+            let SourceState::Open(source) = &g.source else { unreachable!("opened above") };
+            let code = source.map_block(kind)?;
             unwind::register_block(kind, code);
             cell.store(code | kind, Release);
             g.blocks += 1;
@@ -349,12 +385,21 @@ impl Callbacks {
         Ok(index)
     }
 
-    pub(crate) fn register(&self, func: RawFn, userdata: *mut c_void, destroy: Option<DestroyFn>, flags: u32) -> Result<(u64, usize), Error> {
+    pub(crate) fn register(
+        &self,
+        func: RawFn,
+        userdata: *mut c_void,
+        destroy: Option<DestroyFn>,
+        flags: u32,
+    ) -> Result<(u64, usize), Error> {
         if flags & !CB_REGISTER_UNTRACKED != 0 {
             return Err(Error::InvalidArg("unknown flag bits (the only flag is CB_REGISTER_UNTRACKED)"));
         }
         if !arch::SUPPORTED {
-            return Err(Error::Unsupported(concat!("callback trampolines are not implemented for ", env!("CBSLOT_TARGET"))));
+            return Err(Error::Unsupported(concat!(
+                "callback trampolines are not implemented for ",
+                env!("CBSLOT_TARGET")
+            )));
         }
         let kind = if flags & CB_REGISTER_UNTRACKED != 0 { UNTRACKED } else { TRACKED };
         let mut g = self.inner.lock();
@@ -423,7 +468,16 @@ impl Callbacks {
         let mut g = self.inner.lock();
         let meta = self.meta.get(index).expect("checked");
         // re-check under the lock: another thread may have unregistered it since
-        if meta.state.compare_exchange(state((handle >> 32) as u32, LIVE), state((handle >> 32) as u32, PENDING), AcqRel, Relaxed).is_err() {
+        if meta
+            .state
+            .compare_exchange(
+                state((handle >> 32) as u32, LIVE),
+                state((handle >> 32) as u32, PENDING),
+                AcqRel,
+                Relaxed,
+            )
+            .is_err()
+        {
             drop(g);
             return Err(self.check(handle).err().unwrap_or(Error::InvalidHandle(handle, "was already unregistered")));
         }
@@ -649,9 +703,9 @@ impl Callbacks {
             }
             match undone.find(|s| !g.running.contains(s)) {
                 Some(_) => Ok(false),
-                None if (from.max(g.done.base)..to).any(|s| !g.done.is_done(s)) => {
-                    Err(Error::WouldDeadlock("called from inside a destroy notification, it would wait for a destroy that is running"))
-                }
+                None if (from.max(g.done.base)..to).any(|s| !g.done.is_done(s)) => Err(Error::WouldDeadlock(
+                    "called from inside a destroy notification, it would wait for a destroy that is running",
+                )),
                 None => Ok(true),
             }
         };
@@ -671,8 +725,11 @@ impl Callbacks {
             // pending slot in flight on this thread. (A destroy that starts such a wait later is seen on the
             // next round.)
             let others_waiting = g.nested_waits > usize::from(nested);
-            let on_running = others_waiting && (from.max(g.done.base)..to).any(|s| !g.done.is_done(s) && g.running.contains(&s));
-            let mine = |&(i, seq): &(u32, u64)| (on_running || (from..to).contains(&seq)) && inflight::inside_on_this_thread(self.data_addr(i));
+            let on_running =
+                others_waiting && (from.max(g.done.base)..to).any(|s| !g.done.is_done(s) && g.running.contains(&s));
+            let mine = |&(i, seq): &(u32, u64)| {
+                (on_running || (from..to).contains(&seq)) && inflight::inside_on_this_thread(self.data_addr(i))
+            };
             if g.pending.iter().any(mine) {
                 return Err(Error::WouldDeadlock("a callback it waits for is running on this very thread"));
             }
@@ -707,7 +764,12 @@ impl Callbacks {
         self.inner.lock().limit = max_live;
     }
 
-    pub(crate) fn set_watermark(&self, threshold: u64, func: Option<WatermarkFn>, arg: *mut c_void) -> Result<(), Error> {
+    pub(crate) fn set_watermark(
+        &self,
+        threshold: u64,
+        func: Option<WatermarkFn>,
+        arg: *mut c_void,
+    ) -> Result<(), Error> {
         let mut g = self.inner.lock();
         g.watermark = match func {
             None => None,
@@ -815,7 +877,15 @@ extern "C" fn stale_call(entry: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use core::sync::atomic::Ordering::SeqCst;
+
+    #[test]
+    fn only_passing_source_failures_are_retried() {
+        assert!(can_pass(Error::System("opening the library file", libc::EMFILE)));
+        assert!(can_pass(Error::System("creating a memfd", libc::ENFILE)));
+        assert!(can_pass(Error::NoMemory("mapping a block of callback trampolines")));
+        assert!(!can_pass(Error::System("cannot map trampoline code", libc::ENOSYS)));
+        assert!(!can_pass(Error::System("the trampoline source does not hold the library's code", libc::EIO)));
+    }
 
     #[test]
     fn done_tracks_out_of_order_completion() {
@@ -835,6 +905,7 @@ mod tests {
     #[cfg(cbslot_entries)]
     #[test]
     fn grace_period_waits_for_the_call_in_flight() {
+        use core::sync::atomic::Ordering::SeqCst;
         use std::sync::atomic::{AtomicBool, AtomicU32};
         use std::sync::{Arc, Barrier};
 
@@ -845,12 +916,14 @@ mod tests {
             returned: AtomicBool,
         }
         unsafe extern "C" fn body(ud: *mut c_void, x: i64) -> i64 {
+            // SAFETY: `ud` is the test's `Ctx`, which outlives the registration (the test waits for destroy).
             let c = unsafe { &*(ud as *const Ctx) };
             c.inside.wait();
             c.leave.wait();
             x + 1
         }
         unsafe extern "C" fn destroy(ud: *mut c_void) {
+            // SAFETY: as in `body`.
             let c = unsafe { &*(ud as *const Ctx) };
             assert!(c.returned.load(SeqCst), "destroy ran while the call was in flight");
             c.destroyed.fetch_add(1, SeqCst);
@@ -861,9 +934,10 @@ mod tests {
             destroyed: AtomicU32::new(0),
             returned: AtomicBool::new(false),
         });
+        // SAFETY: erasing the signature for `register`; the entry is called as `body` without its first argument.
         let raw: RawFn = unsafe { core::mem::transmute(body as unsafe extern "C" fn(*mut c_void, i64) -> i64) };
-        let (handle, entry) =
-            CALLBACKS.register(raw, Arc::as_ptr(&ctx) as *mut c_void, Some(destroy), 0).unwrap();
+        let (handle, entry) = CALLBACKS.register(raw, Arc::as_ptr(&ctx) as *mut c_void, Some(destroy), 0).unwrap();
+        // SAFETY: a live entry for `body`, called with `body`'s arguments after its userdata.
         let call: extern "C" fn(i64) -> i64 = unsafe { core::mem::transmute(entry) };
         let caller = {
             let ctx = ctx.clone();
@@ -912,7 +986,11 @@ mod tests {
     #[test]
     fn stub_table_layout() {
         let all = arch::tables();
-        assert_eq!(all.as_ptr() as usize % 65536, 0, "64 KiB-aligned: mappable from the file with 4, 16 or 64 KiB pages");
+        assert_eq!(
+            all.as_ptr() as usize % 65536,
+            0,
+            "64 KiB-aligned: mappable from the file with 4, 16 or 64 KiB pages"
+        );
         for kind in 0..TABLES {
             let t = &all[kind * TABLE_BYTES..][..TABLE_BYTES];
             for k in [0usize, 1, 2, SLOTS_PER_BLOCK - 1] {

@@ -25,8 +25,7 @@ pub(crate) struct Source {
 
 impl Source {
     /// Picks the source, honouring `CBSLOT_TRAMPOLINES`. A failure is the system's (no descriptor free, no
-    /// /proc, memfd refused): `CB_ERR_SYSTEM` with the last errno, and nothing is kept, so a later call
-    /// tries again.
+    /// /proc, memfd refused): `CB_ERR_SYSTEM` with the last errno (the caller decides whether to try again).
     pub(crate) fn open() -> Result<Source, Error> {
         let want = std::env::var("CBSLOT_TRAMPOLINES").unwrap_or_default();
         let candidates: &[fn() -> Result<Source, Error>] = match want.as_str() {
@@ -96,7 +95,8 @@ impl Source {
             let block = self.map_block(kind)?;
             // SAFETY: a block we just mapped and nobody else knows about; unmapped right after.
             let same = unsafe {
-                let same = core::slice::from_raw_parts(block as *const u8, TABLE_BYTES) == &tables()[kind * TABLE_BYTES..][..TABLE_BYTES];
+                let same = core::slice::from_raw_parts(block as *const u8, TABLE_BYTES)
+                    == &tables()[kind * TABLE_BYTES..][..TABLE_BYTES];
                 libc::munmap(block as *mut libc::c_void, 2 * TABLE_BYTES);
                 same
             };
@@ -156,7 +156,6 @@ fn from_file() -> Result<Source, Error> {
 /// A sealed memfd holding a copy of the tables (the W^X argument relies on the seal: nobody can change these
 /// bytes once mapped executable).
 fn from_memfd() -> Result<Source, Error> {
-    let fd = crate::sys::memfd_sealed(c"cbslot-trampolines", tables())
-        .map_err(|(what, e)| Error::System(what, e))?;
+    let fd = crate::sys::memfd_sealed(c"cbslot-trampolines", tables()).map_err(|(what, e)| Error::System(what, e))?;
     Ok(Source { fd, offset: 0 })
 }

@@ -52,11 +52,10 @@ fn add(field: &mut [u8], value: usize) {
     field.copy_from_slice(&v.to_le_bytes());
 }
 
-#[cfg(test)]
+#[cfg(all(test, cbslot_entries))]
 mod tests {
     use super::*;
 
-    #[cfg(cbslot_entries)]
     #[test]
     fn templates_are_moved_to_the_block() {
         for kind in 0..arch::TABLES {
@@ -70,7 +69,11 @@ mod tests {
                 if u32::from_le_bytes(moved[at + 4..at + 8].try_into().unwrap()) != 0 {
                     let pc = u64::from_le_bytes(moved[at + 8..at + 16].try_into().unwrap());
                     let range = u64::from_le_bytes(moved[at + 16..at + 24].try_into().unwrap());
-                    assert!(pc >= 0x7000_0000_0000 && range > 0 && pc - 0x7000_0000_0000 + range <= arch::TABLE_BYTES as u64);
+                    assert!(
+                        pc >= 0x7000_0000_0000
+                            && range > 0
+                            && pc - 0x7000_0000_0000 + range <= arch::TABLE_BYTES as u64
+                    );
                     fdes += 1;
                 }
                 at += 4 + len;

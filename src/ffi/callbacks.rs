@@ -3,18 +3,17 @@
 use super::{cb_destroy_fn, cb_fn, cb_handle};
 use crate::callback::CALLBACKS;
 pub use crate::callback::{
-    CB_GRACE_BATCH, CB_QUARANTINE_SLOTS, CB_RECLAIM_DELAY_DEFAULT_MS, CB_RECLAIM_DELAY_MAX_MS, CB_REGISTER_UNTRACKED, cb_stats,
+    CB_GRACE_BATCH, CB_QUARANTINE_SLOTS, CB_RECLAIM_DELAY_DEFAULT_MS, CB_RECLAIM_DELAY_MAX_MS, CB_REGISTER_UNTRACKED,
+    cb_stats,
 };
 use crate::error::{cb_status, ffi_status, ffi_value, non_null};
 use core::ffi::c_void;
 
 /// Called when an entry is called after its registration is gone (`entry` is the function pointer that was
 /// called). See `cb_set_stale_handler`.
-#[allow(non_camel_case_types)]
 pub type cb_stale_fn = Option<unsafe extern "C" fn(entry: cb_fn, arg: *mut c_void)>;
 
 /// Called when the number of live callbacks rises to the threshold set with `cb_set_watermark`.
-#[allow(non_camel_case_types)]
 pub type cb_watermark_fn = Option<unsafe extern "C" fn(live: u64, arg: *mut c_void)>;
 
 /// Registers `fn` with `userdata` and returns a new, unique bare C function pointer in `*out_entry` and the
@@ -36,9 +35,10 @@ pub type cb_watermark_fn = Option<unsafe extern "C" fn(live: u64, arg: *mut c_vo
 /// Errors: `CB_ERR_NULL_ARG` (NULL `fn`, `out_handle` or `out_entry`); `CB_ERR_CAPACITY` (past the limit of
 /// `cb_set_limit`); `CB_ERR_NO_MEMORY` (cannot map more trampolines: memory, or the process's mapping count
 /// `vm.max_map_count`, 2 mappings per 4064 callbacks); `CB_ERR_SYSTEM` (a system call failed, for example
-/// no free file descriptor for the first block; `cb_last_error()` has the system's text, and a later call
-/// tries again); `CB_ERR_UNSUPPORTED` (no trampolines on this platform). Nothing is written or registered
-/// on error. Thread-safe; may be called from inside callbacks.
+/// no free file descriptor for the first block; `cb_last_error()` has the system's text; a later call tries
+/// again, except after a failure that cannot pass, such as neither the library file nor a memfd being
+/// usable, which later calls return at once); `CB_ERR_UNSUPPORTED` (no trampolines on this platform).
+/// Nothing is written or registered on error. Thread-safe; may be called from inside callbacks.
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_register(
     r#fn: cb_fn,
@@ -88,7 +88,7 @@ fn register(
     let out_handle = non_null(out_handle, "out_handle")?;
     let out_entry = non_null(out_entry, "out_entry")?;
     let (handle, entry) = CALLBACKS.register(func, userdata, destroy, flags)?;
-    // SAFETY: checked non-NULL; `entry` is the address of a mapped stub, never 0.
+    // SAFETY: not NULL (checked) and valid for writes by the C contract; `entry` is a mapped stub, never 0.
     unsafe {
         out_handle.write(handle);
         out_entry.write(core::mem::transmute::<usize, cb_fn>(entry));
@@ -181,7 +181,7 @@ pub extern "C" fn cb_set_stale_handler(handler: cb_stale_fn, arg: *mut c_void) {
 pub extern "C" fn cb_get_stats(out_stats: *mut cb_stats) -> cb_status {
     ffi_status!("cb_get_stats", {
         let out = non_null(out_stats, "out_stats")?;
-        // SAFETY: checked non-NULL.
+        // SAFETY: not NULL (checked); by the C contract, the caller's out-pointer is valid for a write.
         unsafe { out.write(CALLBACKS.stats()) };
         Ok(())
     })

@@ -4,11 +4,11 @@ use super::vde::vde_event_handler;
 use crate::error::{Error, cb_status, ffi_status, non_null};
 use crate::evloop;
 use core::ffi::c_int;
+use core::ptr::NonNull;
 use std::time::Duration;
 
 /// An opaque built-in event loop. Like contexts, its pointers are not addresses: a freed or garbage loop is
 /// detected (`CB_ERR_INVALID_ARG`), never dereferenced.
-#[allow(non_camel_case_types)]
 pub struct cb_loop {
     _private: [u8; 0],
 }
@@ -27,7 +27,7 @@ pub extern "C" fn cb_loop_new(out_loop: *mut *mut cb_loop) -> cb_status {
     ffi_status!("cb_loop_new", {
         let out = non_null(out_loop, "out_loop")?;
         let h = evloop::new_loop()?;
-        // SAFETY: checked non-NULL.
+        // SAFETY: not NULL (checked); by the C contract, the caller's out-pointer is valid for a write.
         unsafe { out.write(h as usize as *mut cb_loop) };
         Ok(())
     })
@@ -45,16 +45,9 @@ pub extern "C" fn cb_loop_new(out_loop: *mut *mut cb_loop) -> cb_status {
 pub extern "C" fn cb_loop_handler(lp: *mut cb_loop, out_handler: *mut vde_event_handler) -> cb_status {
     ffi_status!("cb_loop_handler", {
         let out = non_null(out_handler, "out_handler")?;
-        let [add, del, tadd, tdel] = evloop::entries(handle_of(lp))?;
-        // SAFETY: each entry is a cbslot trampoline whose callee has the VDE3 signature with the loop in front.
-        unsafe {
-            out.write(vde_event_handler {
-                event_add: core::mem::transmute::<usize, _>(add),
-                event_del: core::mem::transmute::<usize, _>(del),
-                timeout_add: core::mem::transmute::<usize, _>(tadd),
-                timeout_del: core::mem::transmute::<usize, _>(tdel),
-            })
-        };
+        let handler = evloop::handler(handle_of(lp))?;
+        // SAFETY: not NULL (checked); by the C contract, the caller's out-pointer is valid for a write.
+        unsafe { out.write(handler) };
         Ok(())
     })
 }
@@ -83,10 +76,11 @@ pub extern "C" fn cb_loop_run_once(lp: *mut cb_loop, timeout_ms: c_int, out_disp
         if timeout_ms < -1 {
             return Err(Error::InvalidArg("timeout_ms must be -1, 0 or positive"));
         }
-        let n = evloop::get(handle_of(lp))?.run_once((timeout_ms >= 0).then(|| Duration::from_millis(timeout_ms as u64)))?;
-        if !out_dispatched.is_null() {
-            // SAFETY: checked non-NULL.
-            unsafe { out_dispatched.write(n) };
+        let n = evloop::get(handle_of(lp))?
+            .run_once((timeout_ms >= 0).then(|| Duration::from_millis(timeout_ms as u64)))?;
+        if let Some(out) = NonNull::new(out_dispatched) {
+            // SAFETY: not NULL (checked); by the C contract, the caller's out-pointer is valid for a write.
+            unsafe { out.write(n) };
         }
         Ok(())
     })
@@ -98,7 +92,10 @@ pub extern "C" fn cb_loop_run_once(lp: *mut cb_loop, timeout_ms: c_int, out_disp
 /// Each stop ends one run. Errors: `CB_ERR_INVALID_ARG` for a bad loop.
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_loop_stop(lp: *mut cb_loop) -> cb_status {
-    ffi_status!("cb_loop_stop", { Ok(evloop::get(handle_of(lp))?.stop()) })
+    ffi_status!("cb_loop_stop", {
+        evloop::get(handle_of(lp))?.stop();
+        Ok(())
+    })
 }
 
 /// Number of events and timeouts registered on the loop, in `*out_count`.
@@ -108,7 +105,7 @@ pub extern "C" fn cb_loop_pending(lp: *mut cb_loop, out_count: *mut usize) -> cb
     ffi_status!("cb_loop_pending", {
         let out = non_null(out_count, "out_count")?;
         let n = evloop::get(handle_of(lp))?.pending();
-        // SAFETY: checked non-NULL.
+        // SAFETY: not NULL (checked); by the C contract, the caller's out-pointer is valid for a write.
         unsafe { out.write(n) };
         Ok(())
     })

@@ -18,7 +18,7 @@ pub extern "C" fn cb_handle_new(ptr: *mut c_void, destroy: cb_destroy_fn, out_ha
     ffi_status!("cb_handle_new", {
         let out = non_null(out_handle, "out_handle")?;
         let handle = OBJECTS.insert(ptr, destroy)?;
-        // SAFETY: checked non-NULL; the caller promises it points to a writable cb_handle.
+        // SAFETY: not NULL (checked); the caller promises it points to a writable cb_handle.
         unsafe { out.write(handle) };
         Ok(())
     })
@@ -38,7 +38,7 @@ pub extern "C" fn cb_handle_get(handle: cb_handle, out_ptr: *mut *mut c_void) ->
     ffi_status!("cb_handle_get", {
         let out = non_null(out_ptr, "out_ptr")?;
         let ptr = OBJECTS.get(handle)?;
-        // SAFETY: checked non-NULL; the caller promises it points to a writable pointer.
+        // SAFETY: not NULL (checked); the caller promises it points to a writable pointer.
         unsafe { out.write(ptr) };
         Ok(())
     })
@@ -63,4 +63,3 @@ pub extern "C" fn cb_handle_retain(handle: cb_handle) -> cb_status {
 pub extern "C" fn cb_handle_release(handle: cb_handle) -> cb_status {
     ffi_status!("cb_handle_release", { OBJECTS.release(handle) })
 }
-

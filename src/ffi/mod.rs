@@ -22,17 +22,14 @@ pub use vde::*;
 ///
 /// Handles pack a kind, a generation and a slot index; a stale handle (its object is gone) never names a
 /// newer object. Any 64-bit value may be passed back safely: an invalid one gives `CB_ERR_INVALID_HANDLE`.
-#[allow(non_camel_case_types)]
 pub type cb_handle = u64;
 
 /// A generic C function pointer; cast to and from the real signature.
-#[allow(non_camel_case_types)]
 pub type cb_fn = Option<unsafe extern "C" fn()>;
 
 /// Destroy notification: called exactly once with the registered `userdata`/`ptr` when its lifetime ends.
 /// It runs on the thread that ended the lifetime, outside cbslot's internal locks, so it may call cbslot.
 /// It must not unwind (no C++ exception or longjmp out of it).
-#[allow(non_camel_case_types)]
 pub type cb_destroy_fn = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 
 /// Static text naming `status` (for example `"CB_ERR_NULL_ARG: a required pointer argument was NULL"`).
@@ -63,7 +60,6 @@ pub extern "C" fn cb_version() -> *const c_char {
     ffi_value!("cb_version", c"?".as_ptr(), { concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char })
 }
 
-
 /// `cb_features()` bit: callback entries work here (`cb_register`, `cb_register_ex`, queue sinks).
 pub const CB_FEATURE_ENTRIES: u32 = 1;
 /// `cb_features()` bit: the built-in event loop works here (`cb_loop_new`).
@@ -78,6 +74,7 @@ pub const CB_FEATURE_LOOP: u32 = 2;
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_features() -> u32 {
     ffi_value!("cb_features", 0, {
-        (if crate::callback::SUPPORTED { CB_FEATURE_ENTRIES } else { 0 }) | (if crate::evloop::SUPPORTED { CB_FEATURE_LOOP } else { 0 })
+        (if crate::callback::SUPPORTED { CB_FEATURE_ENTRIES } else { 0 })
+            | (if crate::evloop::SUPPORTED { CB_FEATURE_LOOP } else { 0 })
     })
 }

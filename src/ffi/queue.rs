@@ -5,18 +5,17 @@ use super::{cb_destroy_fn, cb_fn, cb_handle};
 use crate::error::{Error, cb_status, ffi_status, non_null};
 use crate::queue;
 use core::ffi::{c_int, c_void};
+use core::ptr::NonNull;
 use std::time::Duration;
 
 /// An opaque delivery queue. Like contexts, its pointers are not addresses: a freed or garbage queue is
 /// detected (`CB_ERR_INVALID_ARG`), never dereferenced.
-#[allow(non_camel_case_types)]
 pub struct cb_queue {
     _private: [u8; 0],
 }
 
 /// A sink: receives each event posted to it, on the consumer's thread. `data` points to a copy of the
 /// posted bytes that is valid only during the call.
-#[allow(non_camel_case_types)]
 pub type cb_sink_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, data: *const c_void, len: usize)>;
 
 pub use crate::queue::{CB_QUEUE_INLINE_BYTES, CB_QUEUE_MAX_CAPACITY, cb_queue_stats};
@@ -49,7 +48,7 @@ pub extern "C" fn cb_queue_new(capacity: usize, out_queue: *mut *mut cb_queue) -
     ffi_status!("cb_queue_new", {
         let out = non_null(out_queue, "out_queue")?;
         let h = queue::new_queue(capacity)?;
-        // SAFETY: checked non-NULL.
+        // SAFETY: not NULL (checked); by the C contract, the caller's out-pointer is valid for a write.
         unsafe { out.write(h as usize as *mut cb_queue) };
         Ok(())
     })
@@ -75,7 +74,7 @@ pub extern "C" fn cb_queue_sink_register(
         let func = r#fn.ok_or(Error::NullArg("fn"))?;
         let out = non_null(out_sink, "out_sink")?;
         let h = queue::sink_register(handle_of(queue), func, userdata, destroy)?;
-        // SAFETY: checked non-NULL.
+        // SAFETY: not NULL (checked); by the C contract, the caller's out-pointer is valid for a write.
         unsafe { out.write(h) };
         Ok(())
     })
@@ -105,8 +104,11 @@ pub extern "C" fn cb_queue_sink_unregister(sink: cb_handle) -> cb_status {
 /// `PTRDIFF_MAX`), `CB_ERR_NO_MEMORY` (no memory for the copy).
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_queue_post(sink: cb_handle, data: *const c_void, len: usize) -> cb_status {
-    // SAFETY: the caller's buffer of `len` bytes, copied before the post returns.
-    ffi_status!("cb_queue_post", { queue::post(sink, unsafe { queue::payload(data, len) }?, None) })
+    ffi_status!("cb_queue_post", {
+        // SAFETY: by the C contract, `data` holds `len` readable bytes; they are copied before the post returns.
+        let bytes = unsafe { queue::payload(NonNull::new(data.cast_mut()), len) }?;
+        queue::post(sink, bytes, None)
+    })
 }
 
 /// Like `cb_queue_post`, but waits up to `timeout_ms` (-1: forever) for room when the queue is full.
@@ -116,8 +118,11 @@ pub extern "C" fn cb_queue_post(sink: cb_handle, data: *const c_void, len: usize
 /// queue full) from the thread that is draining it.
 #[unsafe(no_mangle)]
 pub extern "C" fn cb_queue_post_wait(sink: cb_handle, data: *const c_void, len: usize, timeout_ms: c_int) -> cb_status {
-    // SAFETY: as in `cb_queue_post`.
-    ffi_status!("cb_queue_post_wait", { queue::post(sink, unsafe { queue::payload(data, len) }?, timeout(timeout_ms)?) })
+    ffi_status!("cb_queue_post_wait", {
+        // SAFETY: as in `cb_queue_post`.
+        let bytes = unsafe { queue::payload(NonNull::new(data.cast_mut()), len) }?;
+        queue::post(sink, bytes, timeout(timeout_ms)?)
+    })
 }
 
 /// Makes a bare C function pointer that posts to `sink`, for C libraries that only take a callback like
@@ -140,7 +145,7 @@ pub extern "C" fn cb_queue_sink_entry(sink: cb_handle, len_type: c_int, out_entr
             _ => return Err(Error::InvalidArg("len_type must be CB_QUEUE_LEN_INT or CB_QUEUE_LEN_SIZE_T")),
         };
         let entry = queue::entry(sink, is_int)?;
-        // SAFETY: checked non-NULL; `entry` is a mapped stub.
+        // SAFETY: not NULL (checked) and valid for a write by the C contract; `entry` is a mapped stub, never 0.
         unsafe { out.write(core::mem::transmute::<usize, cb_fn>(entry)) };
         Ok(())
     })
@@ -159,13 +164,18 @@ pub extern "C" fn cb_queue_sink_entry(sink: cb_handle, len_type: c_int, out_entr
 ///
 /// Errors: `CB_ERR_INVALID_ARG` (bad queue or timeout).
 #[unsafe(no_mangle)]
-pub extern "C" fn cb_queue_drain(queue: *mut cb_queue, max: usize, timeout_ms: c_int, out_delivered: *mut usize) -> cb_status {
+pub extern "C" fn cb_queue_drain(
+    queue: *mut cb_queue,
+    max: usize,
+    timeout_ms: c_int,
+    out_delivered: *mut usize,
+) -> cb_status {
     ffi_status!("cb_queue_drain", {
         let wait = if timeout_ms == 0 { None } else { timeout(timeout_ms)? };
         let n = queue::get(handle_of(queue))?.drain(max, wait)?;
-        if !out_delivered.is_null() {
-            // SAFETY: checked non-NULL.
-            unsafe { out_delivered.write(n) };
+        if let Some(out) = NonNull::new(out_delivered) {
+            // SAFETY: not NULL (checked); by the C contract, the caller's out-pointer is valid for a write.
+            unsafe { out.write(n) };
         }
         Ok(())
     })
@@ -181,7 +191,7 @@ pub extern "C" fn cb_queue_fd(queue: *mut cb_queue, out_fd: *mut c_int) -> cb_st
     ffi_status!("cb_queue_fd", {
         let out = non_null(out_fd, "out_fd")?;
         let fd = queue::get(handle_of(queue))?.fd();
-        // SAFETY: checked non-NULL.
+        // SAFETY: not NULL (checked); by the C contract, the caller's out-pointer is valid for a write.
         unsafe { out.write(fd) };
         Ok(())
     })
@@ -226,7 +236,7 @@ pub extern "C" fn cb_queue_get_stats(queue: *mut cb_queue, out_stats: *mut cb_qu
     ffi_status!("cb_queue_get_stats", {
         let out = non_null(out_stats, "out_stats")?;
         let stats = queue::get(handle_of(queue))?.stats();
-        // SAFETY: checked non-NULL.
+        // SAFETY: not NULL (checked); by the C contract, the caller's out-pointer is valid for a write.
         unsafe { out.write(stats) };
         Ok(())
     })

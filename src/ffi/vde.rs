@@ -1,45 +1,15 @@
 //! The VDE3 context API (`vde_context_*`). VDE3 conventions: `int` functions return 0 or -1 with `errno`
 //! set, pointer functions return NULL with `errno` set; `cb_last_error()` says more in both cases.
 
+use crate::error::{Error, ffi_value, non_null, set_last_error};
 use crate::sys::{errno, set_errno};
-use crate::error::{Error, ffi_value, set_last_error};
 use crate::vde::{self, EventCb, Handler};
 use core::ffi::{c_char, c_int, c_short, c_void};
 
-pub use crate::vde::{VDE_EV_PERSIST, VDE_EV_READ, VDE_EV_TIMEOUT, VDE_EV_WRITE};
-
-/// The callback of an event or timeout: `fd` (-1 for timeouts), what happened (`VDE_EV_*`), the user's `arg`.
-#[allow(non_camel_case_types)]
-pub type vde_event_cb = Option<unsafe extern "C" fn(fd: c_int, events: c_short, arg: *mut c_void)>;
-
-/// The host event loop's four functions, as VDE3 defines them. `vde_context_init` copies the struct: it
-/// may be freed (or garbage-collected) as soon as init returns.
-#[allow(non_camel_case_types)]
-#[repr(C)]
-pub struct vde_event_handler {
-    /// Watch `fd` for `events` (and/or `timeout`, may be NULL); call `cb(fd, what, arg)`; return a token.
-    pub event_add: Option<
-        unsafe extern "C" fn(
-            fd: c_int,
-            events: c_short,
-            timeout: *const libc::timeval,
-            cb: vde_event_cb,
-            arg: *mut c_void,
-        ) -> *mut c_void,
-    >,
-    /// Stop and free the event named by a token from `event_add`.
-    pub event_del: Option<unsafe extern "C" fn(ev: *mut c_void)>,
-    /// Call `cb(-1, VDE_EV_TIMEOUT, arg)` after `timeout` (repeatedly with `VDE_EV_PERSIST`); return a token.
-    pub timeout_add: Option<
-        unsafe extern "C" fn(timeout: *const libc::timeval, events: c_short, cb: vde_event_cb, arg: *mut c_void) -> *mut c_void,
-    >,
-    /// Stop and free the timeout named by a token from `timeout_add`.
-    pub timeout_del: Option<unsafe extern "C" fn(tout: *mut c_void)>,
-}
+pub use crate::vde::{VDE_EV_PERSIST, VDE_EV_READ, VDE_EV_TIMEOUT, VDE_EV_WRITE, vde_event_cb, vde_event_handler};
 
 /// An opaque VDE3 context. cbslot's pointers to it are not addresses: a deleted or garbage context is
 /// detected (EINVAL), never dereferenced.
-#[allow(non_camel_case_types)]
 pub struct vde_context {
     _private: [u8; 0],
 }
@@ -76,19 +46,23 @@ fn vde_run<T>(name: &str, body: impl FnOnce() -> Result<T, Error>) -> Option<T> 
     }
 }
 
+/// What a VDE function returns when its body panicked: `value`, with errno EIO.
+fn eio<T>(value: T) -> T {
+    set_errno(libc::EIO);
+    value
+}
+
 /// Runs an `int`-returning VDE function body: `Ok` -> 0, `Err` -> -1 with errno and `cb_last_error()`.
 macro_rules! vde_int {
     ($name:literal, $body:block) => {
-        ffi_value!($name, { set_errno(libc::EIO); -1 }, {
-            vde_run($name, || -> Result<(), Error> { $body }).map_or(-1, |()| 0)
-        })
+        ffi_value!($name, eio(-1), { vde_run($name, || -> Result<(), Error> { $body }).map_or(-1, |()| 0) })
     };
 }
 
 /// Like `vde_int!` for functions returning nothing (errors only set errno and `cb_last_error()`).
 macro_rules! vde_void {
     ($name:literal, $body:block) => {
-        ffi_value!($name, set_errno(libc::EIO), {
+        ffi_value!($name, eio(()), {
             vde_run($name, || -> Result<(), Error> { $body });
         })
     };
@@ -98,12 +72,10 @@ macro_rules! vde_void {
 #[unsafe(no_mangle)]
 pub extern "C" fn vde_context_new(ctx: *mut *mut vde_context) -> c_int {
     vde_int!("vde_context_new", {
-        if ctx.is_null() {
-            return Err(Error::NullArg("ctx"));
-        }
+        let out = non_null(ctx, "ctx")?;
         let h = vde::new_context()?;
-        // SAFETY: checked non-NULL.
-        unsafe { ctx.write(h as usize as *mut vde_context) };
+        // SAFETY: not NULL (checked); by the C contract, the caller's out-pointer is valid for a write.
+        unsafe { out.write(h as usize as *mut vde_context) };
         Ok(())
     })
 }
@@ -123,23 +95,8 @@ pub extern "C" fn vde_context_init(
     modules_path: *mut *mut c_char,
 ) -> c_int {
     vde_int!("vde_context_init", {
-        if handler.is_null() {
-            return Err(Error::NullArg("handler"));
-        }
-        // SAFETY: checked non-NULL; copied by value right here.
-        let h = unsafe { &*handler };
-        let copy = match (h.event_add, h.event_del, h.timeout_add, h.timeout_del) {
-            (Some(event_add), Some(event_del), Some(timeout_add), Some(timeout_del)) => {
-                // SAFETY: same signatures; `vde_event_cb` is an `Option<EventCb>`.
-                Handler {
-                    event_add: unsafe { core::mem::transmute(event_add) },
-                    event_del,
-                    timeout_add: unsafe { core::mem::transmute(timeout_add) },
-                    timeout_del,
-                }
-            }
-            _ => return Err(Error::NullArg("handler member (all four functions are required)")),
-        };
+        // SAFETY: not NULL; the caller's handler, copied by value right here.
+        let copy = Handler::new(unsafe { non_null(handler, "handler")?.read() })?;
         // SAFETY: the caller passes a NULL-terminated array of strings, or NULL.
         unsafe { vde::init(handle_of(ctx), copy, modules_path as *const *const c_char) }
     })

@@ -30,12 +30,12 @@ pub(crate) fn set_errno(e: c_int) {
     unsafe { *errno_location() = e };
 }
 
+#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+use libc::__errno as errno_location;
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "emscripten"))]
 use libc::__errno_location as errno_location;
 #[cfg(any(target_vendor = "apple", target_os = "freebsd", target_os = "dragonfly"))]
 use libc::__error as errno_location;
-#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
-use libc::__errno as errno_location;
 
 /// Runs `f` (system calls whose failure is not the caller's) and leaves `errno` as it was before.
 fn keeping_errno<R>(f: impl FnOnce() -> R) -> R {
@@ -102,7 +102,11 @@ impl Futex {
 ///
 /// Plain pthreads rather than `std::thread`: such a thread owns no heap memory of its own while it sleeps,
 /// so in a fork child (where it does not exist) nothing it held shows up as leaked.
-pub(crate) fn spawn_detached(name: &core::ffi::CStr, start: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void, arg: usize) -> bool {
+pub(crate) fn spawn_detached(
+    name: &core::ffi::CStr,
+    start: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+    arg: usize,
+) -> bool {
     // SAFETY: local attribute and signal-set objects, initialised before use and destroyed after; the new
     // thread inherits the blocked mask, then this thread's own mask is put back.
     unsafe {
@@ -140,7 +144,6 @@ pub(crate) struct FutexMutex(AtomicU32);
 // SAFETY: mutual exclusion: the word goes from 0 to non-zero only by one thread's CAS or swap, and back to 0
 // only in `unlock`; Acquire on taking and Release on giving back order the protected data.
 unsafe impl parking_lot::lock_api::RawMutex for FutexMutex {
-    #[allow(clippy::declare_interior_mutable_const)]
     const INIT: Self = FutexMutex(AtomicU32::new(0));
     type GuardMarker = parking_lot::lock_api::GuardNoSend;
 

@@ -76,7 +76,11 @@ impl EventFd {
             // SAFETY: fcntl on our own descriptors.
             let ok = unsafe {
                 libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) == 0
-                    && libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) | libc::O_NONBLOCK) == 0
+                    && libc::fcntl(
+                        fd.as_raw_fd(),
+                        libc::F_SETFL,
+                        libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) | libc::O_NONBLOCK,
+                    ) == 0
             };
             if !ok {
                 return None;
@@ -120,7 +124,11 @@ enum Never {}
 
 impl Epoll {
     pub(crate) fn new() -> Result<Self, Error> {
-        Err(Error::Unsupported(concat!("the built-in event loop is not available on ", env!("CBSLOT_TARGET"), ": it is built on epoll (Linux only)")))
+        Err(Error::Unsupported(concat!(
+            "the built-in event loop is not available on ",
+            env!("CBSLOT_TARGET"),
+            ": it is built on epoll (Linux only)"
+        )))
     }
 
     pub(crate) fn ctl(&self, _op: Ctl, _fd: RawFd, _interest: u32, _data: u64) -> Result<(), c_int> {
@@ -131,4 +139,3 @@ impl Epoll {
         match self.0 {}
     }
 }
-

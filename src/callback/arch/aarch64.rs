@@ -20,8 +20,6 @@ use super::{Header, SLOT_OFFSET, SLOTS_PER_BLOCK, TABLE_BYTES};
 use crate::inflight::{DEPTH_MAX, Rec};
 use core::mem::offset_of;
 
-
-
 core::arch::global_asm!(
     // the integer argument registers move up by one (x0..x6 -> x1..x7), userdata (slot + 8) goes first
     ".macro cbslot_userdata_first",

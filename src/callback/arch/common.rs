@@ -18,6 +18,8 @@ pub(crate) const SLOT_OFFSET: usize = 512;
 /// Callback slots per block.
 pub(crate) const SLOTS_PER_BLOCK: usize = (TABLE_BYTES - SLOT_OFFSET) / STUB_BYTES;
 const _: () = assert!(STUB_BYTES == SLOT_BYTES);
+// The C docs name this number (`cb_register`: "2 mappings per 4064 callbacks"; the README's limits).
+const _: () = assert!(SLOTS_PER_BLOCK == 4064);
 
 /// Data-region header, read by the dispatchers (at the start of each block's data region).
 #[repr(C)]
@@ -88,7 +90,10 @@ pub(crate) fn unwind_template(kind: usize) -> UnwindTemplate {
         }
     } else {
         UnwindTemplate {
-            eh_frame: between(core::ptr::addr_of!(cbslot_tramp_cfi_untracked), core::ptr::addr_of!(cbslot_tramp_cfi_untracked_end)),
+            eh_frame: between(
+                core::ptr::addr_of!(cbslot_tramp_cfi_untracked),
+                core::ptr::addr_of!(cbslot_tramp_cfi_untracked_end),
+            ),
             personality: 0,
             symbols: [
                 ("cbslot_untracked_dispatch", 0, p[4]),
@@ -107,7 +112,13 @@ const UA_CLEANUP_PHASE: c_int = 2;
 /// pops the thread's record in its place. (Frames are cleaned up innermost first, each once, so popping
 /// one level per dispatcher frame puts the depth back where the outermost one found it.) It catches
 /// nothing.
-extern "C" fn personality(_version: c_int, actions: c_int, _class: u64, _exception: *mut c_void, context: *mut c_void) -> c_int {
+extern "C" fn personality(
+    _version: c_int,
+    actions: c_int,
+    _class: u64,
+    _exception: *mut c_void,
+    context: *mut c_void,
+) -> c_int {
     if actions & UA_CLEANUP_PHASE != 0 {
         // SAFETY: the unwinder's context for this frame; link-time constants.
         let (at, points) = unsafe { (_Unwind_GetIP(context) - _Unwind_GetRegionStart(context), cbslot_tramp_points) };

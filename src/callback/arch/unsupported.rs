@@ -1,6 +1,5 @@
 //! Platforms without trampolines yet: the crate builds, handles work, and `cb_register` returns
 //! `CB_ERR_UNSUPPORTED`. Nothing here is ever called while `SUPPORTED` is false.
-#![allow(dead_code)]
 
 use super::{TABLES, UnwindTemplate};
 use crate::inflight::Rec;

@@ -46,8 +46,6 @@ use super::{Header, SLOT_OFFSET, SLOTS_PER_BLOCK, STUB_BYTES, TABLE_BYTES};
 use crate::inflight::{DEPTH_MAX, Rec};
 use core::mem::offset_of;
 
-
-
 // The two code tables (tracked, then untracked), one after the other in their own section, and the unwind
 // information for each: `.eh_frame`-format templates whose code addresses are offsets from the table's
 // start, made absolute for each mapped copy (`callback::unwind`). DWARF register numbers: rbx 3, rsp 7,
