@@ -11,7 +11,7 @@
 cmake_minimum_required(VERSION 3.21)
 
 execute_process(
-  COMMAND "${CARGO}" rustc --locked --profile "${PROFILE}" --lib --manifest-path "${MANIFEST}"
+  COMMAND "${CARGO}" rustc --locked --color never --profile "${PROFILE}" --lib --manifest-path "${MANIFEST}"
           -- --print=native-static-libs
   ERROR_VARIABLE cargo_err ECHO_ERROR_VARIABLE
   RESULT_VARIABLE cargo_rc)
@@ -35,14 +35,23 @@ file(CONFIGURE OUTPUT "${OUT}/cbslotNativeLibs.cmake" CONTENT
   "# The system libraries libcbslot.a needs, as rustc printed them when it built the library.\nset(CBSLOT_NATIVE_STATIC_LIBS \"${native_libs}\")\n")
 file(CONFIGURE OUTPUT "${OUT}/native-static-libs.rsp" CONTENT "${CBSLOT_NATIVE_STATIC_LIBS}\n")
 
-# Files to install, remade only when cargo's are newer.
+# Files to install, remade when cargo's file changed: its path, size or time differ from the ones recorded
+# beside the output (comparing times alone would keep a dev build after switching back to an older,
+# unchanged release build).
 function(cbslot_strip in out)
-  if(NOT "${in}" IS_NEWER_THAN "${out}")
-    return()
+  file(SIZE "${in}" size)
+  file(TIMESTAMP "${in}" time "%Y-%m-%dT%H:%M:%S" UTC)
+  set(from "${in} ${size} ${time}")
+  if(EXISTS "${out}" AND EXISTS "${out}.from")
+    file(READ "${out}.from" recorded)
+    if(recorded STREQUAL from)
+      return()
+    endif()
   endif()
+  file(REMOVE "${out}.from")
   if(NOT OBJCOPY)
+    set(ARGN "")
     file(COPY_FILE "${in}" "${out}")
-    return()
   endif()
   foreach(step IN LISTS ARGN)
     string(REPLACE "|" ";" step "${step}")
@@ -51,6 +60,7 @@ function(cbslot_strip in out)
       message(FATAL_ERROR "objcopy ${step} failed (${rc})")
     endif()
   endforeach()
+  file(WRITE "${out}.from" "${from}")
 endfunction()
 if(SHARED_NAME)
   # the debug link names the .debug file without a directory: gdb looks beside the library, in its .debug/
