@@ -258,17 +258,6 @@ fn state(tag: u32, status: u32) -> u64 {
     (tag as u64) << 32 | status as u64
 }
 
-/// Whether a failure to open the trampoline source can pass by itself: no descriptor or memory free now.
-fn can_pass(e: Error) -> bool {
-    match e {
-        Error::NoMemory(_) => true,
-        Error::System(_, errno) => {
-            matches!(errno, libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN | libc::EINTR)
-        }
-        _ => false,
-    }
-}
-
 impl Callbacks {
     const fn new() -> Self {
         Callbacks {
@@ -362,7 +351,7 @@ impl Callbacks {
                     Ok(source) => g.source = SourceState::Open(source),
                     Err(e) => {
                         // cb_register promises that a later call tries again when the cause can pass
-                        if !can_pass(e) {
+                        if !tramp::can_pass(e) {
                             g.source = SourceState::Refused(e);
                         }
                         return Err(e);
@@ -880,6 +869,7 @@ mod tests {
 
     #[test]
     fn only_passing_source_failures_are_retried() {
+        use tramp::can_pass;
         assert!(can_pass(Error::System("opening the library file", libc::EMFILE)));
         assert!(can_pass(Error::System("creating a memfd", libc::ENFILE)));
         assert!(can_pass(Error::NoMemory("mapping a block of callback trampolines")));

@@ -25,7 +25,8 @@ pub(crate) struct Source {
 
 impl Source {
     /// Picks the source, honouring `CBSLOT_TRAMPOLINES`. A failure is the system's (no descriptor free, no
-    /// /proc, memfd refused): `CB_ERR_SYSTEM` with the last errno (the caller decides whether to try again).
+    /// /proc, memfd refused): `CB_ERR_SYSTEM` with the errno of a failure that can pass if there was one
+    /// (see [`can_pass`]), else the last.
     pub(crate) fn open() -> Result<Source, Error> {
         let want = std::env::var("CBSLOT_TRAMPOLINES").unwrap_or_default();
         let candidates: &[fn() -> Result<Source, Error>] = match want.as_str() {
@@ -33,14 +34,16 @@ impl Source {
             "memfd" => &[from_memfd],
             _ => &[from_file, from_memfd],
         };
-        let mut last = Error::System("no way to map trampoline code", 0);
+        // the error to report: one that can pass if any candidate failed that way (so the caller tries again)
+        let mut err = Error::System("no way to map trampoline code", 0);
         for open in candidates {
             match open().and_then(|src| src.verify().map(|()| src)) {
                 Ok(src) => return Ok(src),
-                Err(e) => last = e,
+                Err(e) if can_pass(err) && !can_pass(e) => {}
+                Err(e) => err = e,
             }
         }
-        Err(match last {
+        Err(match err {
             Error::System(_, e) => Error::System("cannot map trampoline code (from the library file or a memfd)", e),
             other => other,
         })
@@ -105,6 +108,17 @@ impl Source {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether a failure to open a source can pass by itself: no descriptor or memory free now.
+pub(crate) fn can_pass(e: Error) -> bool {
+    match e {
+        Error::NoMemory(_) => true,
+        Error::System(_, errno) => {
+            matches!(errno, libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN | libc::EINTR)
+        }
+        _ => false,
     }
 }
 
