@@ -51,6 +51,12 @@ if [ -f "$man3/cbslot_callback_ R(Args...)_.3" ]; then
   mv "$man3/cbslot_callback_ R(Args...)_.3" "$man3/cbslot_callback.3"
 fi
 
+# <vde3/context.h>'s page is named after the file alone: context.h(3) is too generic a name to install.
+if [ -f "$man3/context.h.3" ]; then
+  mv "$man3/context.h.3" "$man3/vde3_context.h.3"
+  grep -l '^\.so man3/context\.h\.3$' "$man3"/*.3 | while read -r f; do echo ".so man3/vde3_context.h.3" >"$f"; done
+fi
+
 [ -f "$out/html/index.html" ] || { echo "FAIL: no $out/html/index.html"; exit 1; }
 [ -f "$out/man/man3/cbslot.h.3" ] || { echo "FAIL: no man page $out/man/man3/cbslot.h.3"; exit 1; }
 echo "OK: API reference in $out/html/index.html, man pages in $man3 ($(ls "$man3" | wc -l) pages and links)"

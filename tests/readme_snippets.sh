@@ -42,6 +42,15 @@ export PKG_CONFIG_PATH="$libdir/pkgconfig"
 cflags=$(pkg-config --cflags cbslot)
 libs=$(pkg-config --libs cbslot)
 
+# a C or C++ block under any other fence (```C, ```c++, ```h, indented, with attributes) would be skipped
+# below: refuse it instead
+odd=$(grep -nE '^[[:space:]]*```[[:space:]]*([Cc]|[Cc]\+\+|[Cc][Pp][Pp]|[Cc][Xx][Xx]|[Cc][Cc]|[Hh]|[Hh][Pp][Pp])([^A-Za-z0-9+#-].*)?$' \
+  "$src/README.md" | grep -vE '^[0-9]+:```(c|cpp)$' || true)
+if [ -n "$odd" ]; then
+  echo "FAIL: README.md has C/C++ blocks this test would not build (write their fences as \`\`\`c or \`\`\`cpp):"
+  echo "$odd"
+  exit 1
+fi
 # every ```c and ```cpp block, one file each, numbered in README order
 awk -v dir="$work" '
   /^```(c|cpp)$/ { n++; ext = substr($0, 4); file = sprintf("%s/block%02d.%s", dir, n, ext); inblock = 1; next }
