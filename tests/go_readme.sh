@@ -17,11 +17,9 @@ done
 work="$build/go-readme"
 rm -rf "$work"
 mkdir -p "$work"
-cmake --install "$build" --prefix "$work/prefix" >/dev/null
-prefix="$work/prefix"
-libdir=$(PKG_CONFIG_PATH="$prefix/lib/pkgconfig:$prefix/lib64/pkgconfig:$prefix/lib/$(gcc -dumpmachine)/pkgconfig" \
-  pkg-config --variable=libdir cbslot)
-export PKG_CONFIG_PATH="$libdir/pkgconfig" GOFLAGS=-count=1
+. "$src/tests/install/prefix.sh"
+install_prefix "$build" "$work/prefix"
+export GOFLAGS=-count=1
 # every ```go block, one file each
 awk -v dir="$work" '
   /^```go$/ { n++; file = sprintf("%s/snippet%d.go", dir, n); inblock = 1; next }

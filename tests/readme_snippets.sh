@@ -33,12 +33,8 @@ run() {
 work="$build/readme-snippets"
 rm -rf "$work"
 mkdir -p "$work"
-cmake --install "$build" --prefix "$work/prefix" >/dev/null
-prefix="$work/prefix"
-multiarch=$("$cc" -dumpmachine 2>/dev/null || echo none)
-libdir=$(PKG_CONFIG_PATH="$prefix/lib/pkgconfig:$prefix/lib64/pkgconfig:$prefix/lib/$multiarch/pkgconfig" \
-  pkg-config --variable=libdir cbslot)
-export PKG_CONFIG_PATH="$libdir/pkgconfig"
+. "$src/tests/install/prefix.sh"
+install_prefix "$build" "$work/prefix"
 cflags=$(pkg-config --cflags cbslot)
 libs=$(pkg-config --libs cbslot)
 

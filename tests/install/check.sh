@@ -9,14 +9,13 @@ here=$2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 prefix=$work/prefix
-cmake --install "$build" --prefix "$prefix" >/dev/null
-libdir=$(dirname "$(find "$prefix" -name cbslot.pc)")/..
+. "$here/prefix.sh"
+install_prefix "$build" "$prefix"
 
 echo "installed files:"; (cd "$prefix" && find . \( -type f -o -type l \) | sort | sed 's/^/  /')
 real=$(readlink "$libdir/libcbslot.so")
 [ -f "$libdir/$(readlink "$libdir/$real")" ] || { echo "FAIL: libcbslot.so link chain is broken"; exit 1; }
 
-export PKG_CONFIG_PATH="$libdir/pkgconfig"
 # a fully static program has no dynamic section (no interpreter, no DT_NEEDED)
 fully_static() { readelf -d "$1" | grep -q "no dynamic section" || { echo "FAIL: $1 is not fully static"; exit 1; }; }
 cc -Wall -Wextra -Wpedantic -Werror "$here/consumer.c" -o "$work/pc_shared" \
@@ -35,7 +34,7 @@ for f in "$libdir/$(readlink "$libdir/$real")" "$libdir/libcbslot.a"; do
   if readelf -S "$f" | grep -q '\.debug_'; then echo "FAIL: $f carries debug info"; exit 1; fi
 done
 if command -v gdb >/dev/null 2>&1; then
-  cmake --install "$build" --prefix "$prefix" --component debug >/dev/null
+  install_prefix "$build" "$prefix" debug
   gdb -batch -ex 'info line cb_handle_new' "$libdir/$(readlink "$libdir/$real")" 2>&1 | grep -q 'src/ffi/' ||
     { echo "FAIL: gdb finds no line information for the installed library with the debug component"; exit 1; }
   echo "gdb finds the debug component"
