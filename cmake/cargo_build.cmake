@@ -35,13 +35,13 @@ file(CONFIGURE OUTPUT "${OUT}/cbslotNativeLibs.cmake" CONTENT
   "# The system libraries libcbslot.a needs, as rustc printed them when it built the library.\nset(CBSLOT_NATIVE_STATIC_LIBS \"${native_libs}\")\n")
 file(CONFIGURE OUTPUT "${OUT}/native-static-libs.rsp" CONTENT "${CBSLOT_NATIVE_STATIC_LIBS}\n")
 
-# Files to install, remade when cargo's file changed: its path, size or time differ from the ones recorded
-# beside the output (comparing times alone would keep a dev build after switching back to an older,
-# unchanged release build).
+# Files to install, remade when cargo's file or the way it is processed changed: its path, size or time,
+# or the objcopy steps, differ from the ones recorded beside the output (comparing times alone would keep a
+# dev build after switching back to an older, unchanged release build).
 function(cbslot_strip in out)
   file(SIZE "${in}" size)
   file(TIMESTAMP "${in}" time "%Y-%m-%dT%H:%M:%S" UTC)
-  set(from "${in} ${size} ${time}")
+  set(from "${in} ${size} ${time} ${OBJCOPY} ${ARGN}")
   if(EXISTS "${out}" AND EXISTS "${out}.from")
     file(READ "${out}.from" recorded)
     if(recorded STREQUAL from)
@@ -50,16 +50,16 @@ function(cbslot_strip in out)
   endif()
   file(REMOVE "${out}.from")
   if(NOT OBJCOPY)
-    set(ARGN "")
     file(COPY_FILE "${in}" "${out}")
+  else()
+    foreach(step IN LISTS ARGN)
+      string(REPLACE "|" ";" step "${step}")
+      execute_process(COMMAND "${OBJCOPY}" ${step} RESULT_VARIABLE rc WORKING_DIRECTORY "${OUT}")
+      if(NOT rc EQUAL 0)
+        message(FATAL_ERROR "objcopy ${step} failed (${rc})")
+      endif()
+    endforeach()
   endif()
-  foreach(step IN LISTS ARGN)
-    string(REPLACE "|" ";" step "${step}")
-    execute_process(COMMAND "${OBJCOPY}" ${step} RESULT_VARIABLE rc WORKING_DIRECTORY "${OUT}")
-    if(NOT rc EQUAL 0)
-      message(FATAL_ERROR "objcopy ${step} failed (${rc})")
-    endif()
-  endforeach()
   file(WRITE "${out}.from" "${from}")
 endfunction()
 if(SHARED_NAME)
